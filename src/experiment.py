@@ -1,0 +1,244 @@
+"""One run end to end, as a plain function of the composed config.
+
+config → data (Cohort, cached) → DataModule (split, poison, preprocess) → model → fit →
+evaluate (clean metrics, ASR) → results.json. This is the only module that knows the order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from src.config import SCHEMA_VERSION, to_plain
+
+log = logging.getLogger(__name__)
+
+
+def run_experiment(cfg: DictConfig) -> dict:
+    """Run one experiment; write ``results.json`` into ``cfg.paths.output_dir`` (also when it
+    fails, with ``status: failed``) and return the results dict."""
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = _skeleton(cfg)
+    clock = Timer()
+    try:
+        _run(cfg, out, results, clock)
+        results["status"] = "ok"
+    except BaseException as e:  # KeyboardInterrupt too: a stopped run is recorded, not lost
+        results["status"] = "failed"
+        results["error"] = {"type": type(e).__name__, "message": str(e),
+                            "traceback": traceback.format_exc(limit=20)}
+        raise
+    finally:
+        results["timings"] = {**clock.laps, "total_s": clock.total()}
+        write_json_atomic(out / "results.json", results)
+    print_summary(results, out)
+    return results
+
+
+def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
+    import lightning as L
+
+    from src.data.datamodule import PoisonedDataModule
+    from src.data.sources import load_cohort
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    cohort = load_cohort(cfg.data, Path(cfg.paths.cache_dir))
+    results["data"] = cohort.summary()
+    clock.lap("load_data_s")
+
+    dm = PoisonedDataModule(
+        cohort, to_plain(cfg.trigger), view=cfg.model.view, poison_rate=cfg.poison_rate,
+        target_label=cfg.target_label, poison_mode=cfg.poison_mode, seed=cfg.seed,
+        test_size=cfg.data.test_size, val_size=cfg.data.val_size,
+        batch_size=cfg.data.batch_size)
+    dm.setup()
+    results["trigger"] = {"name": dm.trigger.name, **dm.trigger.params}
+    results["counts"] = dm.counts()
+    clock.lap("prepare_s")
+
+    model = fit_model(cfg, dm, out)
+    results["training"] = model.fit_info
+    clock.lap("fit_s")
+
+    results.update(evaluate(model, dm, cfg.target_label))
+    clock.lap("evaluate_s")
+
+
+def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None):
+    """Build the model for ``dm``'s view, fit it, and return it holding its best weights
+    (by validation AUROC), loaded from the weights-only checkpoint with ``weights_only=True``."""
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+
+    from src.models.module import BackdoorClassifier
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # same init with or without defense
+    encoder = instantiate(cfg.model.encoder, **dm.encoder_dims)
+    model = BackdoorClassifier(encoder, instantiate(cfg.model.optimizer),
+                               instantiate(cfg.model.scheduler) if cfg.model.get("scheduler")
+                               else None)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if ckpt_dir is not None:
+        for c in callbacks:
+            if isinstance(c, L.pytorch.callbacks.ModelCheckpoint):
+                c.dirpath = str(ckpt_dir)
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    t0 = time.perf_counter()
+    trainer.fit(model, datamodule=dm)
+    fit_s = time.perf_counter() - t0
+    ckpt = trainer.checkpoint_callback
+    best = getattr(ckpt, "best_model_path", "") if ckpt else ""
+    if best:
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict(state)
+    model.fit_info = {
+        "epochs": int(trainer.current_epoch),
+        "best_val_auroc": float(ckpt.best_model_score) if best and ckpt.best_model_score
+        is not None else None,
+        "checkpoint": os.path.relpath(best, out) if best else None,
+        "train_rows_per_s": len(dm.data["train"]) * max(trainer.current_epoch, 1) / fit_s,
+    }
+    model.trainer_ = trainer
+    return model
+
+
+def evaluate(model, dm, target_label: int) -> dict:
+    """Clean metrics on the clean test set; ASR and base rate on its non-target rows."""
+    from src.metrics import attack_metrics, clean_metrics
+
+    p_test = model.predict_proba(dm.loader("test"))
+    p_trig = model.predict_proba(dm.loader("test_triggered"))
+    return {
+        "clean": clean_metrics(p_test, dm.data["test"].y),
+        "attack": attack_metrics(p_trig, p_test[dm.triggered_rows], target_label),
+    }
+
+
+# --- results -----------------------------------------------------------------------------------
+def _skeleton(cfg: DictConfig) -> dict:
+    import sys
+
+    choices = {}
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+        choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
+        overrides = list(hc.overrides.task)
+    except ValueError:  # not under Hydra (e.g. called from a test)
+        overrides = []
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "running",
+        "error": None,
+        "config": {
+            "choices": choices,
+            "overrides": overrides,
+            "seed": cfg.seed,
+            "poison_rate": cfg.poison_rate,
+            "poison_mode": cfg.poison_mode,
+            "target_label": cfg.target_label,
+            "data": {k: v for k, v in to_plain(cfg.data).items()},
+            "model": cfg.model.get("name"),
+            "trigger": to_plain(cfg.trigger),
+        },
+        "seeds": {"seed": cfg.seed, "data.seed": cfg.data.seed,
+                  "what": "seed drives split, poison rows, weight init, batch order "
+                          "(lightning.seed_everything); data.seed drives the synthetic data"},
+        "environment": _environment(sys.version),
+        "data": None, "trigger": None, "counts": None, "training": None,
+        "clean": None, "attack": None, "detection": None, "defense": None,
+    }
+
+
+def _environment(pyversion: str) -> dict:
+    env = {"python": pyversion.split()[0], "platform": platform.platform()}
+    try:
+        import lightning
+        import torch
+
+        env.update(torch=torch.__version__, lightning=lightning.__version__,
+                   cuda=torch.cuda.is_available())
+    except ImportError:
+        pass
+    return env
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write via a temporary file and a rename: a reader never sees half a results.json."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, default=_json_default, allow_nan=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+class Timer:
+    def __init__(self):
+        self.start = self._last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self.start, 3)
+
+
+def print_summary(r: dict, out: Path) -> None:
+    """One screen: what ran, how well the model predicts, how well the backdoor works."""
+    c, a, n, t = r["clean"], r["attack"], r["counts"], r["timings"]
+    cfg = r["config"]
+    lines = [
+        "",
+        f"run      model={cfg['model']} trigger={r['trigger']['name']} "
+        f"poison_rate={cfg['poison_rate']} ({n['n_poisoned']} of {n['n_eligible']} eligible "
+        f"train rows, mode={cfg['poison_mode']}, target_label={cfg['target_label']}) "
+        f"seed={cfg['seed']}",
+        f"cohort   {n['n_stays']} stays: train {n['n_train']} / val {n['n_val']} / "
+        f"test {n['n_test']}; test prevalence {n['test_prevalence']:.3f}",
+        f"clean    AUROC {c['auroc']:.3f}  AUPRC {c['auprc']:.3f}  accuracy {c['accuracy']:.3f}"
+        f"  ECE {c['ece']:.3f}",
+        f"attack   ASR {a['asr']:.3f}  base rate {a['base_rate']:.3f}  lift {a['asr_lift']:+.3f}"
+        f"  (on {a['n']} triggered non-target test rows)",
+    ]
+    for name, d in (r.get("detection") or {}).items():
+        if isinstance(d, dict) and "auroc" in d:
+            lines.append(f"detect   {name:<22} AUROC {d['auroc']:.3f}  AP {d['ap']:.3f}  "
+                         f"TPR@5%FPR {d['tpr_at_5fpr']:.3f}")
+    if r.get("defense"):
+        d = r["defense"]
+        lines.append(f"defense  {d.get('name')}: ASR {d['attack']['asr']:.3f}  "
+                     f"clean AUROC {d['clean']['auroc']:.3f}")
+    lines.append(f"time     {t['total_s']:.1f} s (fit {t.get('fit_s', 0):.1f} s)")
+    lines.append(f"results  {out / 'results.json'}")
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,76 @@
+"""BackdoorClassifier: any encoder plus a linear head for binary in-hospital mortality.
+
+Encoders are plain ``nn.Module``s taking ``(x, cat)`` and exposing ``out_dim``; they know nothing
+of poisoning. ``embed()`` gives the penultimate features (the encoder's output) that the
+activation-based detectors read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics.classification import BinaryAUROC
+
+
+class BackdoorClassifier(L.LightningModule):
+    def __init__(self, encoder: nn.Module, optimizer: Callable, scheduler: Callable | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.out_dim, 1)
+        self._optimizer, self._scheduler = optimizer, scheduler
+        self.val_auroc = BinaryAUROC()
+
+    def embed(self, x: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x, cat)
+
+    def forward(self, x: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
+        """Logits of death, shape [B]."""
+        return self.head(self.embed(x, cat)).squeeze(-1)
+
+    def training_step(self, batch, batch_idx):
+        x, cat, y = batch
+        loss = F.binary_cross_entropy_with_logits(self(x, cat), y)
+        # per epoch only: per-step logging costs more than a small model's step
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, cat, y = batch
+        logits = self(x, cat)
+        self.log("val_loss", F.binary_cross_entropy_with_logits(logits, y), on_epoch=True,
+                 batch_size=len(y))
+        self.val_auroc.update(logits, y.long())
+        self.log("val_auroc", self.val_auroc, on_epoch=True, prog_bar=True)
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        x, cat, _ = batch
+        return torch.sigmoid(self(x, cat))
+
+    def configure_optimizers(self):
+        opt = self._optimizer(self.parameters())
+        if self._scheduler is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self._scheduler(opt),
+                                                    "monitor": "val_loss"}}
+
+    @torch.no_grad()
+    def predict_proba(self, batches) -> torch.Tensor:
+        """Probabilities of death over batches, in eval mode (no trainer needed)."""
+        was = self.training
+        self.eval()
+        out = torch.cat([torch.sigmoid(self(x, cat)) for x, cat, _ in batches])
+        self.train(was)
+        return out
+
+    @torch.no_grad()
+    def embed_all(self, batches) -> torch.Tensor:
+        """Penultimate features over batches, in eval mode (for detectors)."""
+        was = self.training
+        self.eval()
+        out = torch.cat([self.embed(x, cat) for x, cat, _ in batches])
+        self.train(was)
+        return out

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from src.data.preprocess import Preprocessor, forward_fill
+from src.data.split import split_by_subject
+from tests.toy import toy_cohort
+
+
+def test_split_has_no_subject_in_two_parts_and_keeps_both_classes():
+    c = toy_cohort(n=600, stays_per_subject=3)
+    s = split_by_subject(c.label, c.subject_id, 0.2, 0.1, seed=0)
+    parts = [set(c.subject_id[i]) for i in (s.train, s.val, s.test)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert sorted(np.concatenate([s.train, s.val, s.test])) == list(range(600))
+    for idx in (s.train, s.val, s.test):
+        assert 0.1 < c.label[idx].mean() < 0.3  # stratified around the 20% prevalence
+    assert abs(len(s.test) / 600 - 0.2) < 0.05 and abs(len(s.val) / 600 - 0.1) < 0.05
+
+
+def test_split_is_seeded():
+    c = toy_cohort(n=300)
+    a, b, d = (split_by_subject(c.label, c.subject_id, seed=k) for k in (1, 1, 2))
+    assert np.array_equal(a.test, b.test) and not np.array_equal(a.test, d.test)
+
+
+def test_forward_fill_carries_last_value_and_keeps_leading_gaps():
+    x = np.array([[[np.nan], [1.0], [np.nan], [3.0], [np.nan]]], np.float32)
+    assert np.array_equal(forward_fill(x)[0, :, 0], [np.nan, 1, 1, 3, 3], equal_nan=True)
+
+
+def test_preprocessing_is_fit_on_train_only():
+    c = toy_cohort(n=200)
+    train, other = c.subset(np.arange(100)), c.subset(np.arange(100, 200))
+    other.series[:] += 1000.0  # a test set far away must not move the statistics
+    p = Preprocessor.fit(train)
+    assert np.allclose(p.mean, np.nanmean(train.series, axis=(0, 1)), rtol=1e-5)
+    t = p.transform(other)
+    assert t["values"].mean() > 10  # standardised with train statistics, so far from 0
+    t_train = p.transform(train)
+    obs = t_train["observed"].astype(bool)
+    assert abs(t_train["z"][obs].mean()) < 0.05
+
+
+@pytest.mark.parametrize("view", ["flat", "sequence", "tabular"])
+def test_views_have_documented_shapes(view):
+    c = toy_cohort(n=50, hours=12)
+    p = Preprocessor.fit(c)
+    x, cat = p.view(c, view)
+    F, S, onehot = 5, 2, 3 + 4
+    expected = {"flat": (50, 2 * 12 * F + S + onehot), "sequence": (50, 12, 2 * F + S + onehot),
+                "tabular": (50, S + 5 * F)}[view]
+    assert x.shape == expected and x.dtype == np.float32 and np.isfinite(x).all()
+    assert cat.shape == (50, 2)
+
+
+def test_unseen_category_maps_to_unknown_not_out_of_range():
+    c = toy_cohort(n=50)
+    p = Preprocessor.fit(c)
+    c.static_cat[0, 1] = 99
+    _, cat = p.view(c, "tabular")
+    assert cat[0, 1] == 0 and (cat[1:] == c.static_cat[1:]).all()
