@@ -1,0 +1,72 @@
+"""The real command line, as a user runs it (subprocess), on a tiny synthetic cohort."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cache: Path, out: Path, timeout=300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "src.run", *args, f"paths.cache_dir={cache}",
+           f"hydra.run.dir={out}", "trainer.enable_progress_bar=false"]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONHASHSEED": "0"})
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.parametrize("args, key", [
+    (["poison_rate=1.5"], "poison_rate=1.5"),
+    (["target_label=2"], "target_label=2"),
+    (["trigger=sparkle"], "trigger"),
+    (["poison_rat=0.1"], "poison_rat"),
+])
+def test_bad_input_exits_nonzero_with_a_clear_message_and_no_results(args, key, tmp_path):
+    p = run_cli(*args, cache=tmp_path / "cache", out=tmp_path / "run")
+    assert p.returncode != 0
+    assert key in p.stderr
+    assert not (tmp_path / "run" / "results.json").exists()
+    assert not (tmp_path / "cache").exists()  # failed before any data was touched
+
+
+@pytest.mark.slow
+def test_one_run_writes_results_metrics_and_checkpoint(cache, tmp_path):
+    p = run_cli("experiment=smoke", "trigger=rare_value", "poison_rate=0.1", cache=cache,
+                out=tmp_path / "run")
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert r["status"] == "ok" and r["schema_version"] == "1.0"
+    assert r["config"]["choices"]["trigger"] == "rare_value"
+    n = r["counts"]
+    assert n["n_poisoned"] == round(0.1 * n["n_eligible"]) > 0
+    assert 0.0 <= r["attack"]["base_rate"] <= 1.0 and 0.0 <= r["attack"]["asr"] <= 1.0
+    assert r["attack"]["asr_lift"] == pytest.approx(r["attack"]["asr"] - r["attack"]["base_rate"])
+    assert 0.5 <= r["clean"]["auroc"] <= 1.0
+    assert (tmp_path / "run" / "csv" / "metrics.csv").is_file()
+    assert (tmp_path / "run" / r["training"]["checkpoint"]).is_file()
+    assert "ASR" in p.stdout and "AUROC" in p.stdout  # the one-screen summary
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_metrics(cache, tmp_path):
+    results = []
+    for k in ("a", "b"):
+        p = run_cli("experiment=smoke", "seed=3", cache=cache, out=tmp_path / k)
+        assert p.returncode == 0, p.stderr[-3000:]
+        results.append(json.loads((tmp_path / k / "results.json").read_text()))
+    a, b = results
+    assert a["clean"] == b["clean"] and a["attack"] == b["attack"] and a["counts"] == b["counts"]
+
+
+def test_help_answers_fast():
+    p = subprocess.run([sys.executable, "-m", "src.run", "--help"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "trigger" in p.stdout

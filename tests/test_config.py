@@ -1,0 +1,59 @@
+"""Configs compose, and bad input fails at start with a message naming key, value and choices."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from src.config import ConfigError, validate
+from src.run import conf_dir
+
+
+def cfg_with(*overrides):
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return compose("run", overrides=list(overrides))
+
+
+def test_default_config_is_valid_and_names_every_group():
+    cfg = cfg_with()
+    validate(cfg)
+    for key in ("data", "model", "trigger", "trainer", "logger", "callbacks", "paths"):
+        assert key in cfg
+    assert cfg.trigger.name == "rare_value" and cfg.model.view == "flat"
+
+
+@pytest.mark.parametrize("override, key, allowed", [
+    ("poison_rate=1.5", "poison_rate", "in [0, 1]"),
+    ("poison_rate=-0.1", "poison_rate", "in [0, 1]"),
+    ("target_label=2", "target_label", "0 (survived) or 1 (died)"),
+    ("poison_mode=sneaky", "poison_mode", "dirty, clean"),
+    ("trigger.hours=[20,30]", "trigger.hours", "window_hours=24"),
+    ("trigger.quantile=2.0", "trigger.quantile", "[0, 1]"),
+    ("data.test_size=0.9", "data.test_size", "(0, 0.5)"),
+])
+def test_out_of_range_values_name_key_value_and_what_is_allowed(override, key, allowed):
+    with pytest.raises(ConfigError) as e:
+        validate(cfg_with(override))
+    msg = str(e.value)
+    assert msg.startswith(f"{key}=") and allowed in msg
+    assert override.split("=", 1)[1].replace("[", "").split(",")[0] in msg
+
+
+def test_unknown_trigger_lists_the_available_ones():
+    with pytest.raises(ConfigCompositionException, match="trigger/sparkle") as e:
+        cfg_with("trigger=sparkle")
+    assert "rare_value" in str(e.value.__cause__ or e.value) or "rare_value" in str(e.value)
+
+
+def test_misspelt_keys_fail_at_composition():
+    with pytest.raises(ConfigCompositionException, match="poison_rat"):
+        cfg_with("poison_rat=0.1")
+    with pytest.raises(ConfigCompositionException) as e:
+        cfg_with("data.n_stay=100")  # typed schema: no such key
+    assert "n_stay" in str(e.value.__cause__)
+
+
+def test_wrong_types_fail_at_composition():
+    with pytest.raises(ConfigCompositionException) as e:
+        cfg_with("data.n_stays=many")
+    assert isinstance(e.value.__cause__, ValidationError) and "n_stays" in str(e.value.__cause__)
