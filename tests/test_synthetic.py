@@ -1,0 +1,160 @@
+"""The synthetic MIMIC-IV: deterministic, MIMIC-IV-shaped, and realistic enough to learn from."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.data.mimiciv import schema
+from src.data.mimiciv.extract import extract
+from src.data.mimiciv.synthetic import generate
+
+# Column names and order of MIMIC-IV v2.2 (shared/data/mimiciv_demo_preview/preview.txt)
+MIMIC_COLUMNS = {
+    "hosp/patients": "subject_id gender anchor_age anchor_year anchor_year_group dod",
+    "hosp/admissions": "subject_id hadm_id admittime dischtime deathtime admission_type "
+                       "admit_provider_id admission_location discharge_location insurance "
+                       "language marital_status race edregtime edouttime hospital_expire_flag",
+    "hosp/labevents": "labevent_id subject_id hadm_id specimen_id itemid order_provider_id "
+                      "charttime storetime value valuenum valueuom ref_range_lower "
+                      "ref_range_upper flag priority comments",
+    "hosp/d_labitems": "itemid label fluid category",
+    "icu/icustays": "subject_id hadm_id stay_id first_careunit last_careunit intime outtime los",
+    "icu/chartevents": "subject_id hadm_id stay_id caregiver_id charttime storetime itemid value "
+                       "valuenum valueuom warning",
+    "icu/d_items": "itemid label abbreviation linksto category unitname param_type "
+                   "lownormalvalue highnormalvalue",
+    "icu/outputevents": "subject_id hadm_id stay_id caregiver_id charttime storetime itemid value "
+                        "valueuom",
+}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn") / "a"
+    generate(root, n_stays=300, seed=7)
+    return root
+
+
+def _read(root, name, **kw):
+    return pd.read_csv(root / f"{name}.csv.gz", **kw)
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(small, tmp_path):
+    generate(tmp_path / "b", n_stays=300, seed=7)
+    generate(tmp_path / "c", n_stays=300, seed=8)
+    for name in MIMIC_COLUMNS:
+        same = (tmp_path / "b" / f"{name}.csv.gz").read_bytes()
+        assert same == (small / f"{name}.csv.gz").read_bytes(), name
+    for name in ("icu/chartevents", "hosp/labevents", "icu/icustays", "hosp/patients"):
+        other = (tmp_path / "c" / f"{name}.csv.gz").read_bytes()
+        assert other != (small / f"{name}.csv.gz").read_bytes(), name
+
+
+def test_tables_have_mimiciv_columns_in_order(small):
+    for name, cols in MIMIC_COLUMNS.items():
+        with gzip.open(small / f"{name}.csv.gz", "rt") as fh:
+            assert fh.readline().strip().split(",") == cols.split(), name
+
+
+def test_ids_dates_and_structure_look_like_mimiciv(small):
+    stays = _read(small, "icu/icustays", parse_dates=["intime", "outtime"])
+    pats = _read(small, "hosp/patients")
+    adm = _read(small, "hosp/admissions")
+    assert len(stays) == 300 and stays.stay_id.is_unique
+    assert stays.subject_id.between(10_000_000, 19_999_999).all()
+    assert stays.hadm_id.between(20_000_000, 29_999_999).all()
+    assert stays.stay_id.between(30_000_000, 39_999_999).all()
+    assert stays.intime.dt.year.between(2110, 2210).all()
+    assert pats.anchor_year.between(2110, 2210).all()
+    assert (stays.groupby("subject_id").size() > 1).any(), "some patients have several stays"
+    assert (pats.anchor_age < 18).any(), "some minors, for the age exclusion"
+    assert set(adm.hospital_expire_flag) == {0, 1}
+    died = adm[adm.hospital_expire_flag == 1]
+    assert died.deathtime.notna().all() and adm[adm.hospital_expire_flag == 0].deathtime.isna().all()
+    assert (stays.los * 24 < 30).any(), "some stays shorter than the minimum"
+    # labs join by subject and time only, as in MIMIC-IV
+    assert "stay_id" not in _read(small, "hosp/labevents", nrows=1).columns
+
+
+def test_itemids_units_and_charting_times(small):
+    ce = _read(small, "icu/chartevents", parse_dates=["charttime"])
+    d_items = _read(small, "icu/d_items")
+    lab = _read(small, "hosp/labevents")
+    d_lab = _read(small, "hosp/d_labitems")
+    out = _read(small, "icu/outputevents")
+    assert set(ce.itemid) <= set(d_items.itemid) and set(out.itemid) <= set(d_items.itemid)
+    assert set(lab.itemid) <= set(d_lab.itemid)
+    units = ce.groupby("itemid").valueuom.first()
+    assert units[220045] == "bpm" and units[223761] == "°F" and units[223762] == "°C"
+    concept_items = {s.itemid for c in schema.CONCEPTS for s in c.sources}
+    assert {220045, 220179, 223761, 220277} <= set(ce.itemid) <= concept_items | {
+        220048, 226512, 226707, 226730}
+    assert {50912, 51006, 50813, 51301} <= set(lab.itemid)
+    assert 226559 in set(out.itemid)
+    # Fahrenheit values really are Fahrenheit
+    assert ce[ce.itemid == 223761].valuenum.median() > 90
+    # charting: not all on the clock hour, and sometimes twice in one hour
+    hr = ce[ce.itemid == 220045]
+    assert 0.05 < (hr.charttime.dt.minute != 0).mean() < 0.9
+    per_hour = hr.groupby([hr.stay_id, hr.charttime.dt.floor("h")]).size()
+    assert (per_hour > 1).any()
+
+
+def test_generation_is_fast(tmp_path):
+    import time
+
+    t0 = time.perf_counter()
+    generate(tmp_path, n_stays=1500, seed=1)
+    assert time.perf_counter() - t0 < 10
+
+
+# --- realism on the default-size cohort ----------------------------------------------------
+def lr_auroc_on_means(cohort, seed: int = 0) -> float:
+    """Logistic regression on per-feature window means (+ age), split by subject."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GroupShuffleSplit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN features of a stay
+        x = np.nanmean(cohort.series, axis=1)
+    x = np.column_stack([x, cohort.static_num[:, cohort.static_num_names.index("age")]])
+    tr, te = next(GroupShuffleSplit(1, test_size=0.3, random_state=seed)
+                  .split(x, cohort.label, cohort.subject_id))
+    mu = np.nanmean(x[tr], axis=0)
+    x = np.where(np.isnan(x), mu, x)
+    x = (x - mu) / (x[tr].std(axis=0) + 1e-6)
+    model = LogisticRegression(max_iter=2000).fit(x[tr], cohort.label[tr])
+    return float(roc_auc_score(cohort.label[te], model.predict_proba(x[te])[:, 1]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_default_cohort_is_realistic(tmp_path, seed):
+    generate(tmp_path, n_stays=6000, seed=seed)
+    cohort, attrition = extract(tmp_path)
+    assert 4000 <= len(cohort) <= 5000
+    assert 0.08 <= cohort.label.mean() <= 0.14
+    for key in ("excluded_age_below_min", "excluded_died_in_window",
+                "excluded_stay_shorter_than_min"):
+        assert attrition[key] > 0, key
+    miss = dict(zip(cohort.feature_names, np.isnan(cohort.series).mean(axis=(0, 1)), strict=True))
+    for f in ("hr", "sbp", "map", "resp", "o2sat"):
+        assert 0.05 <= miss[f] <= 0.2, (f, miss[f])
+    for f in ("crea", "bun", "na", "wbc", "hgb", "plt"):
+        assert 0.85 <= miss[f] <= 0.97, (f, miss[f])
+    assert 0.6 <= miss["temp"] <= 0.8
+    assert 0.25 <= miss["urine"] <= 0.45
+    # marginals near the real hourly ones (shared/data/icu_value_distributions.md)
+    means = dict(zip(cohort.feature_names, np.nanmean(cohort.series, axis=(0, 1)), strict=True))
+    for f, real, tol in (("hr", 86.8, 6), ("sbp", 118.4, 8), ("temp", 36.8, 0.4),
+                         ("crea", 1.58, 0.5), ("lact", 2.9, 1.0), ("na", 139.9, 3)):
+        assert abs(means[f] - real) < tol, (f, means[f])
+    auc = lr_auroc_on_means(cohort, seed=seed)
+    assert 0.78 <= auc <= 0.90, auc
