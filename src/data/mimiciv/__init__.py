@@ -1,7 +1,9 @@
-"""MIMIC-IV: concepts (schema), extraction to a Cohort (extract) and a synthetic MIMIC-IV
-generator (synthetic) whose tables the same extractor reads."""
+"""MIMIC-IV: concepts (``schema``), extraction to a Cohort (``extract``) and a synthetic MIMIC-IV
+generator (``synthetic``) whose tables the same extractor reads.
 
-from src.data.mimiciv.extract import extract, extract_cohort
+(``extract`` stays the submodule's name here: ``from src.data.mimiciv.extract import extract``.)"""
+
+from src.data.mimiciv.extract import extract_cohort
 from src.data.mimiciv.synthetic import generate
 
-__all__ = ["extract", "extract_cohort", "generate"]
+__all__ = ["extract_cohort", "generate"]
