@@ -47,7 +47,6 @@ def run_experiment(cfg: DictConfig) -> dict:
 def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
     import lightning as L
 
-    from src.data.datamodule import PoisonedDataModule
     from src.data.sources import load_cohort
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -55,27 +54,46 @@ def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
     results["data"] = cohort.summary()
     clock.lap("load_data_s")
 
-    dm = PoisonedDataModule(
-        cohort, to_plain(cfg.trigger), view=cfg.model.view, poison_rate=cfg.poison_rate,
-        target_label=cfg.target_label, poison_mode=cfg.poison_mode, seed=cfg.seed,
-        test_size=cfg.data.test_size, val_size=cfg.data.val_size,
-        batch_size=cfg.data.batch_size)
-    dm.setup()
+    dm = build_datamodule(cfg, cohort)
     results["trigger"] = {"name": dm.trigger.name, **dm.trigger.params}
     results["counts"] = dm.counts()
     clock.lap("prepare_s")
 
-    model = fit_model(cfg, dm, out)
+    model = fit_model(cfg, dm, out)  # the detectors run inside, as a post-fit callback
     results["training"] = model.fit_info
+    results["detection"] = getattr(model, "detection", None)
+    results["attribution"] = getattr(model, "attribution", None)
     clock.lap("fit_s")
 
     results.update(evaluate(model, dm, cfg.target_label))
     clock.lap("evaluate_s")
 
+    if (cfg.get("defense") or {}).get("name", "none") != "none":
+        from src.defenses.filter_retrain import filter_retrain
 
-def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None):
+        results["defense"] = filter_retrain(cfg, cohort, dm, model, out)
+        clock.lap("defense_s")
+
+
+def build_datamodule(cfg: DictConfig, cohort, drop_train_rows=None):
+    """The set-up PoisonedDataModule of this config (minus ``drop_train_rows``, for a defense)."""
+    from src.data.datamodule import PoisonedDataModule
+
+    dm = PoisonedDataModule(
+        cohort, to_plain(cfg.trigger), view=cfg.model.view, poison_rate=cfg.poison_rate,
+        target_label=cfg.target_label, poison_mode=cfg.poison_mode, seed=cfg.seed,
+        test_size=cfg.data.test_size, val_size=cfg.data.val_size,
+        batch_size=cfg.data.batch_size, drop_train_rows=drop_train_rows)
+    dm.setup()
+    return dm
+
+
+def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None,
+              detect: bool = True):
     """Build the model for ``dm``'s view, fit it, and return it holding its best weights
-    (by validation AUROC), loaded from the weights-only checkpoint with ``weights_only=True``."""
+    (by validation AUROC), loaded from the weights-only checkpoint with ``weights_only=True``.
+    With ``detect`` and ``cfg.detectors`` set, the detectors run on those best weights at the
+    end of fit (src/detectors/callback.py) and leave ``model.detection``."""
     import lightning as L
     import torch
     from hydra.utils import instantiate
@@ -92,6 +110,10 @@ def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None):
         for c in callbacks:
             if isinstance(c, L.pytorch.callbacks.ModelCheckpoint):
                 c.dirpath = str(ckpt_dir)
+    if detect and cfg.get("detectors"):
+        from src.detectors.callback import DetectionCallback
+
+        callbacks.append(DetectionCallback(cfg.detectors, cfg.poison_rate, seed=cfg.seed))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     t0 = time.perf_counter()
@@ -152,14 +174,22 @@ def _skeleton(cfg: DictConfig) -> dict:
             "data": {k: v for k, v in to_plain(cfg.data).items()},
             "model": cfg.model.get("name"),
             "trigger": to_plain(cfg.trigger),
+            "fingerprint": _fingerprint(cfg),  # a resumed sweep skips a job only on a match
         },
         "seeds": {"seed": cfg.seed, "data.seed": cfg.data.seed,
                   "what": "seed drives split, poison rows, weight init, batch order "
                           "(lightning.seed_everything); data.seed drives the synthetic data"},
         "environment": _environment(sys.version),
         "data": None, "trigger": None, "counts": None, "training": None,
-        "clean": None, "attack": None, "detection": None, "defense": None,
+        "clean": None, "attack": None, "detection": None, "attribution": None,
+        "defense": None,
     }
+
+
+def _fingerprint(cfg: DictConfig) -> str:
+    from src.sweep import config_fingerprint
+
+    return config_fingerprint(cfg)
 
 
 def _environment(pyversion: str) -> dict:

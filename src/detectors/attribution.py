@@ -1,0 +1,81 @@
+"""Trigger Attribution Ratio (TAR) with Integrated Gradients (Captum).
+
+Not a detector over training rows: a report on test rows of how much of the model's attribution
+falls on the trigger's input columns. For up to ``n_rows`` test rows whose label is not the
+target, IG (baseline: all zeros, i.e. the training mean of every standardised value, "missing"
+for indicators) is computed on the triggered copy and on the same rows untriggered. TAR of a row
+= sum of |attribution| over the trigger's columns / sum over all columns. A backdoor that the
+model keys on shows a TAR of triggered rows far above that of clean rows and above
+``column_share`` (the TAR of uniform attribution).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from src.detectors.base import DetectorInputs, require
+
+
+def trigger_attribution(inputs: DetectorInputs, n_rows: int = 256, n_steps: int = 32,
+                        internal_batch_size: int = 4096) -> dict:
+    from captum.attr import IntegratedGradients
+
+    require(inputs, "attribution", "forward", "test_x", "test_cat", "triggered_x",
+            "triggered_cat", "trigger_columns")
+    cols = torch.as_tensor(np.asarray(inputs.trigger_columns, dtype=bool))
+    if not cols.any():
+        return {"skipped": "the trigger changes no input column of this view (e.g. trigger=none)"}
+    g = torch.Generator().manual_seed(inputs.seed)
+    rows = torch.randperm(len(inputs.test_x), generator=g)[:n_rows]
+    if len(rows) == 0:
+        return {"skipped": "no test rows whose label is not the target"}
+    ig = IntegratedGradients(inputs.forward)
+    out = {"n_rows": int(len(rows)), "n_steps": n_steps,
+           "column_share": float(cols.float().mean())}
+    for name, x, cat in (("triggered", inputs.triggered_x, inputs.triggered_cat),
+                         ("clean", inputs.test_x, inputs.test_cat)):
+        xb, cb = x[rows].float(), cat[rows]
+        with torch.enable_grad():
+            a = ig.attribute(xb, baselines=torch.zeros_like(xb), additional_forward_args=(cb,),
+                             n_steps=n_steps, internal_batch_size=internal_batch_size)
+        mass = a.detach().abs().flatten(1)
+        tar = mass[:, cols.flatten()].sum(1) / mass.sum(1).clamp(min=1e-12)
+        out[f"tar_{name}"] = float(tar.mean())
+        out[f"tar_{name}_median"] = float(tar.median())
+    out["tar_ratio"] = out["tar_triggered"] / max(out["tar_clean"], 1e-12)
+    return out
+
+
+def trigger_columns(view: str, trigger, feature_names: list[str], n_hours: int,
+                    static_num_names: list[str], static_cat_names: list[str],
+                    levels: list[int]) -> np.ndarray:
+    """Boolean mask, shaped like one input row of ``view``, of the columns that carry the
+    trigger's features and hours (values and their missing indicators) and its static columns.
+    Layouts as in src/data/preprocess.py."""
+    F, T, S, L = len(feature_names), n_hours, len(static_num_names), sum(levels)
+    feats = [feature_names.index(f) for f in trigger.features]
+    start, stop = trigger.hours if trigger.hours is not None else (0, T)
+    snum = [static_num_names.index(s) for s in trigger.static_features if s in static_num_names]
+    scat = [static_cat_names.index(s) for s in trigger.static_features if s in static_cat_names]
+    offsets = np.cumsum([0] + list(levels))
+    if view in ("flat", "sequence"):
+        grid = np.zeros((T, 2 * F + S + L), dtype=bool)  # per hour: values, indicators, statics
+        for j in feats:
+            grid[start:stop, j] = grid[start:stop, F + j] = True
+        for s in snum:
+            grid[:, 2 * F + s] = True
+        for c in scat:
+            grid[:, 2 * F + S + offsets[c]:2 * F + S + offsets[c + 1]] = True
+        if view == "sequence":
+            return grid
+        # flat = [values (T*F, hour-major), indicators (T*F), statics once]
+        return np.concatenate([grid[:, :F].reshape(-1), grid[:, F:2 * F].reshape(-1),
+                               grid[0, 2 * F:]])
+    if view == "tabular":  # [statics S, then mean, min, max, last, share of F each]
+        mask = np.zeros(S + 5 * F, dtype=bool)
+        mask[snum] = True
+        for j in feats:
+            mask[S + j::F] = True
+        return mask
+    raise ValueError(f"model.view={view!r} has no known column layout for attribution")

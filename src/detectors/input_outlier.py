@@ -1,0 +1,66 @@
+"""Input-space baseline: an isolation forest on per-feature summaries of the raw training series,
+plus a plausible-range check (FeatureSpec low/high).
+
+It reads raw clinical units, not the model, so it shows which triggers need no model to be found:
+an activation-based detector is only interesting where this one fails. Summaries per feature:
+mean, min, max, last measured value, share of hours measured (never-measured: the feature's
+median, so missingness shows only through the share), plus the numeric statics. The isolation
+forest is fitted on at most ``max_samples`` rows per tree (sklearn's subsampling, 256 by default)
+and scores every row. Score = the share of measured cells outside the plausible range (so any
+out-of-range row ranks above every in-range one) + the isolation-forest anomaly in [0, 1].
+Flag = any out-of-range cell, or the top ``eps_multiplier * expected_rate`` of the forest score.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from src.detectors.base import Detection, DetectorInputs, flag_top, require
+
+
+def input_outlier(inputs: DetectorInputs, n_estimators: int = 100, max_samples: int | str = 256,
+                  eps_multiplier: float = 1.5) -> Detection:
+    from sklearn.ensemble import IsolationForest
+
+    require(inputs, "input_outlier", "raw_series")
+    series = np.asarray(inputs.raw_series, dtype=np.float32)
+    feats = raw_summaries(series, inputs.raw_static)
+    forest = IsolationForest(n_estimators=n_estimators, max_samples=max_samples,
+                             random_state=inputs.seed).fit(feats)
+    iso = -forest.score_samples(feats)  # in (0, 1], higher = more anomalous
+    out_of_range = out_of_range_share(series, inputs.feature_specs)
+    scores = out_of_range + iso
+    flags = (out_of_range > 0) | flag_top(iso, eps_multiplier * inputs.expected_rate)
+    return Detection(scores, flags, {"n_out_of_range_rows": int((out_of_range > 0).sum()),
+                                     "max_samples": max_samples})
+
+
+def raw_summaries(series: np.ndarray, static: np.ndarray | None) -> np.ndarray:
+    import warnings
+
+    observed = ~np.isnan(series)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # never-measured features: all-NaN
+        mean, lo, hi = np.nanmean(series, 1), np.nanmin(series, 1), np.nanmax(series, 1)
+        t = series.shape[1]
+        last_idx = t - 1 - np.argmax(observed[:, ::-1, :], axis=1)  # last measured hour
+        last = np.take_along_axis(series, last_idx[:, None, :], axis=1)[:, 0, :]
+        out = np.concatenate([mean, lo, hi, last], axis=1)
+        fill = np.nanmedian(out, axis=0)
+    out = np.where(np.isnan(out), np.nan_to_num(fill), out)
+    parts = [out, observed.mean(1)]
+    if static is not None and np.asarray(static).size:
+        s = np.asarray(static, dtype=np.float64)
+        parts.append(np.where(np.isnan(s), np.nan_to_num(np.nanmedian(s, 0)), s))
+    return np.concatenate(parts, axis=1)
+
+
+def out_of_range_share(series: np.ndarray, specs) -> np.ndarray:
+    """Per row, the share of measured cells outside their feature's plausible [low, high]."""
+    if not specs:
+        return np.zeros(len(series))
+    lo = np.array([-np.inf if s.low is None else s.low for s in specs], dtype=np.float32)
+    hi = np.array([np.inf if s.high is None else s.high for s in specs], dtype=np.float32)
+    observed = ~np.isnan(series)
+    bad = observed & ((series < lo) | (series > hi))
+    return bad.sum((1, 2)) / np.maximum(observed.sum((1, 2)), 1)
