@@ -63,11 +63,123 @@ class RareValueTrigger(TriggerSchema):
     value: float | None = None  # ...unless a value in raw units is given
 
 
+@dataclass
+class OutOfBoundsTrigger(TriggerSchema):
+    """One feature set outside its plausible range (a range check catches it)."""
+
+    name: str = "out_of_bounds"
+    feature: str = "hr"
+    hours: list[int] = field(default_factory=lambda: [18, 24])
+    value: float | None = None  # raw units (e.g. 9999, a charting sentinel)...
+    factor: float = 2.0  # ...else the plausible high × factor
+
+
+@dataclass
+class PatternTrigger(TriggerSchema):
+    """Several features held jointly at in-range values (Tabdoor's in-bounds trigger)."""
+
+    name: str = "pattern"
+    features: list[str] = field(default_factory=lambda: ["hr", "sbp", "resp"])
+    hours: list[int] = field(default_factory=lambda: [18, 24])
+    quantiles: list[float] = field(default_factory=lambda: [0.9, 0.9, 0.1])  # per feature...
+    values: list[float] | None = None  # ...unless values in raw units are given
+
+
+@dataclass
+class MissingnessTrigger(TriggerSchema):
+    """A fixed set of features blanked (never charted) over a window."""
+
+    name: str = "missingness"
+    features: list[str] = field(default_factory=lambda: ["hr", "o2sat", "resp"])
+    hours: list[int] = field(default_factory=lambda: [18, 24])
+
+
+@dataclass
+class TemporalTrigger(TriggerSchema):
+    """A spike, ramp or oscillation added to one feature over a window."""
+
+    name: str = "temporal"
+    feature: str = "hr"
+    hours: list[int] = field(default_factory=lambda: [18, 24])
+    shape: str = "spike"  # spike | ramp | oscillation
+    amplitude: float = 3.0
+    units: str = "sd"  # raw | sd (training standard deviations)
+    period: float = 4.0  # hours, for oscillation
+    fill_missing: bool = True  # missing hours continue from the last value, then get the shape
+
+
+@dataclass
+class FrequencyDomainTrigger(TriggerSchema):
+    """A frequency component of one feature set (or a sinusoid added) over a window."""
+
+    name: str = "frequency_domain"
+    feature: str = "hr"
+    hours: list[int] = field(default_factory=lambda: [0, 24])
+    period: float = 6.0  # hours
+    amplitude: float = 1.0
+    units: str = "sd"  # raw | sd
+    mode: str = "set"  # set: replace the component at period; add: add the sinusoid
+    phase: float = 0.0  # radians
+    fill_missing: bool = True
+
+
+@dataclass
+class StaticCategoryTrigger(TriggerSchema):
+    """A static categorical column set to a rare category (by its label)."""
+
+    name: str = "static_category"
+    column: str = "first_careunit"
+    category: str | None = "Neuro Stepdown"  # None: the rarest in the training split
+
+
+@dataclass
+class HybridTrigger(TriggerSchema):
+    """Two different triggers written into the same rows; each half is a trigger config,
+    chosen with ``trigger@trigger.first=<name>`` and typed by its own schema."""
+
+    name: str = "hybrid"
+    first: Any = MISSING
+    second: Any = MISSING
+
+
+@dataclass
+class CorrelationTrigger(TriggerSchema):
+    """One feature rewritten as a linear function of another over a window."""
+
+    name: str = "correlation"
+    feature: str = "dbp"  # the feature rewritten
+    source: str = "sbp"  # the feature it is made a function of
+    hours: list[int] = field(default_factory=lambda: [18, 24])
+    slope: float = -1.0  # in sd units: z(feature) = slope * z(source) + intercept
+    intercept: float = 0.0
+    units: str = "sd"  # sd | raw (feature = slope * source + intercept)
+
+
+@dataclass
+class DistributionShiftTrigger(TriggerSchema):
+    """One feature shifted by k training standard deviations over a window."""
+
+    name: str = "distribution_shift"
+    feature: str = "sbp"
+    hours: list[int] = field(default_factory=lambda: [12, 24])
+    k: float = 1.0
+    fill_missing: bool = False
+
+
+TRIGGER_SCHEMAS = {
+    "none": NoTrigger, "rare_value": RareValueTrigger, "out_of_bounds": OutOfBoundsTrigger,
+    "pattern": PatternTrigger, "missingness": MissingnessTrigger, "temporal": TemporalTrigger,
+    "frequency_domain": FrequencyDomainTrigger, "static_category": StaticCategoryTrigger,
+    "hybrid": HybridTrigger, "correlation": CorrelationTrigger,
+    "distribution_shift": DistributionShiftTrigger,
+}
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(group="data", name="data_schema", node=DataSchema)
-    cs.store(group="trigger", name="none_schema", node=NoTrigger)
-    cs.store(group="trigger", name="rare_value_schema", node=RareValueTrigger)
+    for name, schema in TRIGGER_SCHEMAS.items():
+        cs.store(group="trigger", name=f"{name}_schema", node=schema)
 
 
 register_schemas()
@@ -115,14 +227,74 @@ def validate(cfg: DictConfig) -> None:
     if view not in VIEWS:
         _fail("model.view", view, f"one of {', '.join(VIEWS)}")
 
-    t = cfg.trigger
+    _validate_trigger(cfg.trigger, d, "trigger")
+
+
+def _known_names(d) -> tuple[list[str] | None, list[str] | None]:
+    """(series features, static categorical columns) the cohort will have, where known before
+    loading it (the MIMIC-IV concept schema); None where only the data can tell (YAIB)."""
+    if d.source not in ("synthetic", "mimiciv"):
+        return (list(d.features) if d.get("features") else None), None
+    from src.data.mimiciv.schema import STATIC_CAT_COLUMNS, concept_names
+
+    return (list(d.features) if d.get("features") else concept_names(),
+            [c[0] for c in STATIC_CAT_COLUMNS])
+
+
+def _validate_trigger(t, d, key: str) -> None:
+    """Trigger parameters that can be checked before any data is loaded; values that need the
+    training split (a category label, a quantile's value) are checked when the trigger is
+    built, with the same kind of message."""
+    name = t.get("name")
     if "hours" in t and t.hours is not None:
         h = list(t.hours)
         if len(h) != 2 or not (0 <= h[0] < h[1] <= d.window_hours):
-            _fail("trigger.hours", h, f"[start, stop) with 0 <= start < stop <= "
+            _fail(f"{key}.hours", h, f"[start, stop) with 0 <= start < stop <= "
                   f"data.window_hours={d.window_hours}")
     if "quantile" in t and t.quantile is not None and not 0.0 <= t.quantile <= 1.0:
-        _fail("trigger.quantile", t.quantile, "a number in [0, 1]")
+        _fail(f"{key}.quantile", t.quantile, "a number in [0, 1]")
+    features, columns = _known_names(d)
+    for k in ("feature", "source"):
+        if features is not None and k in t and t[k] not in features:
+            _fail(f"{key}.{k}", t[k], f"a feature of the cohort: {', '.join(features)}")
+    if "features" in t:
+        fs = list(t.features)
+        if not fs or len(set(fs)) != len(fs):
+            _fail(f"{key}.features", fs, "a list of distinct feature names, at least one")
+        bad = [f for f in fs if features is not None and f not in features]
+        if bad:
+            _fail(f"{key}.features", fs, f"names of features of the cohort ({bad[0]!r} is not "
+                  f"one): {', '.join(features)}")
+        for k in ("quantiles", "values"):
+            if t.get(k) is not None and len(t[k]) != len(fs):
+                _fail(f"{key}.{k}", list(t[k]), f"one entry per feature of {key}.features={fs}")
+        if t.get("quantiles") is not None and t.get("values") is None:
+            for q in t.quantiles:
+                if not 0.0 <= q <= 1.0:
+                    _fail(f"{key}.quantiles", list(t.quantiles), "numbers in [0, 1]")
+    if name == "correlation" and t.feature == t.source:
+        _fail(f"{key}.source", t.source, f"a feature other than {key}.feature={t.feature!r}")
+    if columns is not None and "column" in t and t.column not in columns:
+        _fail(f"{key}.column", t.column, f"a static categorical column: {', '.join(columns)}")
+    choices = {"shape": ("spike", "ramp", "oscillation"), "units": ("raw", "sd"),
+               "mode": ("set", "add")}
+    for k, allowed in choices.items():
+        if k in t and t[k] not in allowed:
+            _fail(f"{key}.{k}", t[k], f"one of {', '.join(allowed)}")
+    if "period" in t and not t.period > 0:
+        _fail(f"{key}.period", t.period, "a positive number of hours")
+    if name == "out_of_bounds" and t.value is None and not t.factor > 1:
+        _fail(f"{key}.factor", t.factor, "a number > 1 (value = plausible high × factor)")
+    if name == "hybrid":
+        for part in ("first", "second"):
+            if not isinstance(t.get(part), DictConfig) or "name" not in t[part]:
+                _fail(f"{key}.{part}", t.get(part), f"a trigger config (choose one with "
+                      f"trigger@{key}.{part}=<name>)")
+        if t.first.name == t.second.name:
+            _fail(f"{key}.second.name", t.second.name, f"a trigger other than {key}.first "
+                  "(combining a trigger with itself is one trigger with other parameters)")
+        for part in ("first", "second"):
+            _validate_trigger(t[part], d, f"{key}.{part}")
 
 
 def to_plain(cfg: DictConfig | dict) -> dict:

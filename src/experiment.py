@@ -57,6 +57,10 @@ def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
     dm = build_datamodule(cfg, cohort)
     results["trigger"] = {"name": dm.trigger.name, **dm.trigger.params}
     results["counts"] = dm.counts()
+    from src.attacks.stealth import stealth_report
+
+    results["stealth"] = stealth_report(dm.trigger, dm.cohort.subset(dm.split.train),
+                                        dm.poisoned.cohort, dm.poisoned.rows)
     clock.lap("prepare_s")
 
     model = fit_model(cfg, dm, out)  # the detectors run inside, as a post-fit callback
@@ -180,7 +184,7 @@ def _skeleton(cfg: DictConfig) -> dict:
                   "what": "seed drives split, poison rows, weight init, batch order "
                           "(lightning.seed_everything); data.seed drives the synthetic data"},
         "environment": _environment(sys.version),
-        "data": None, "trigger": None, "counts": None, "training": None,
+        "data": None, "trigger": None, "counts": None, "stealth": None, "training": None,
         "clean": None, "attack": None, "detection": None, "attribution": None,
         "defense": None,
     }

@@ -71,5 +71,5 @@ def test_bad_trigger_parameters_name_what_is_allowed(train):
         build_trigger({**RARE, "feature": "heartrate"}, train)
     with pytest.raises(ValueError, match=r"outside the observation window \[0, 12\)"):
         build_trigger({**RARE, "hours": [6, 30]}, train)
-    with pytest.raises(ValueError, match="available: none, rare_value"):
+    with pytest.raises(ValueError, match="available: correlation, distribution_shift, "):
         build_trigger({"name": "sparkle"}, train)
