@@ -18,6 +18,7 @@ SCHEMA_VERSION = "1.0"  # results.json schema; bump on any incompatible change
 POISON_MODES = ("dirty", "clean")
 DATA_SOURCES = ("synthetic", "mimiciv", "yaib")
 VIEWS = ("flat", "sequence", "tabular")
+DEFENSES = ("none", "filter_retrain")
 
 
 class ConfigError(ValueError):
@@ -226,6 +227,7 @@ def validate(cfg: DictConfig) -> None:
     view = cfg.model.get("view")
     if view not in VIEWS:
         _fail("model.view", view, f"one of {', '.join(VIEWS)}")
+    _validate_defense(cfg)
 
     _validate_trigger(cfg.trigger, d, "trigger")
 
@@ -295,6 +297,19 @@ def _validate_trigger(t, d, key: str) -> None:
                   "(combining a trigger with itself is one trigger with other parameters)")
         for part in ("first", "second"):
             _validate_trigger(t[part], d, f"{key}.{part}")
+
+
+def _validate_defense(cfg: DictConfig) -> None:
+    """The defense must use flags of a detector that runs in this config."""
+    defense = cfg.get("defense") or {}
+    if defense.get("name", "none") not in DEFENSES:
+        _fail("defense.name", defense.get("name"), f"one of {', '.join(DEFENSES)}")
+    if defense.get("name") == "filter_retrain":
+        flagging = [k for k in (cfg.get("detectors") or {}) if k != "attribution"]
+        if defense.get("detector") not in flagging:
+            _fail("defense.detector", defense.get("detector"),
+                  f"a detector that runs in this config: {', '.join(flagging) or 'none'} "
+                  "(choose them with detectors=...)")
 
 
 def to_plain(cfg: DictConfig | dict) -> dict:
