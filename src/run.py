@@ -27,15 +27,32 @@ def conf_dir() -> str:
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="run")
 def main(cfg: DictConfig) -> dict | None:
+    from src import sweep
+
+    # In a sweep one bad job must not stop the others: it is recorded (results.json with status
+    # failed) and the sweep goes on; a job already finished with the same config is skipped.
+    multirun = sweep.is_multirun()
     try:
         validate(cfg)
     except ConfigError as e:
         logging.getLogger("src.run").error("bad config: %s", e)
         print(f"error: {e}", file=sys.stderr)
+        if multirun:
+            sweep.record_failure(cfg, e)
+            return None
         sys.exit(2)
     from src.experiment import run_experiment
 
-    return run_experiment(cfg)
+    if not multirun:
+        return run_experiment(cfg)
+    done = sweep.finished_results(cfg)
+    if done is not None:
+        return done
+    try:
+        return run_experiment(cfg)
+    except Exception as e:  # results.json already says failed; KeyboardInterrupt still stops
+        logging.getLogger("src.run").exception("job failed, the sweep goes on: %s", e)
+        return None
 
 
 if __name__ == "__main__":

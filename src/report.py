@@ -1,0 +1,588 @@
+"""Aggregate a sweep: ``python -m src.report <sweep dir>`` (also run by src/sweep.py when a sweep
+ends).
+
+Reads every job's ``results.json`` under the sweep directory and writes, next to them:
+
+- ``summary.csv`` / ``summary.parquet``: one row per job (flattened results.json: choices,
+  overrides, seed, poison rate, counts, clean.*, attack.*, detection.<detector>.*, stealth.*,
+  defense.*, timings.*, status and error). Failed jobs and job folders without a results.json
+  (status ``missing``: killed, or still running) are rows too, never dropped.
+- ``cells.csv``: per cell (every config value but the seed) and metric, the number of seeds, mean,
+  standard deviation and a 95% t-interval over seeds (n = 1: no interval, the bounds are empty).
+- ``figures/*.png``: ASR and ASR lift against poison rate, clean AUROC against poison rate, and
+  (when detectors ran) a detection AUROC heatmap trigger x detector.
+- ``report.md``: the tables and figures together.
+
+Only aggregate metrics are written: results.json holds no patient-level rows, and lists longer
+than a few items are left out of the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Sections of results.json flattened into the summary ("data" is the cohort summary).
+SECTIONS = ("counts", "clean", "attack", "detection", "attribution", "stealth", "defense",
+            "training", "timings", "data", "trigger")
+METRIC_SECTIONS = ("clean", "attack", "detection", "attribution", "stealth", "defense")
+HEADLINE = [("clean.auroc", "clean AUROC"), ("attack.asr", "ASR"),
+            ("attack.base_rate", "base rate"), ("attack.asr_lift", "ASR lift")]
+CONFIG_COLS = ("poison_rate", "poison_mode", "target_label")
+MAX_LIST = 20  # longer lists (never patient rows, but noise in a table) stay out of the summary
+CONFIDENCE = 0.95
+
+
+# --- collect -------------------------------------------------------------------------------------
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """Every job folder: holding a results.json, or Hydra's .hydra/ record of a job that never
+    wrote one."""
+    found = {p.parent for p in sweep_dir.rglob("results.json")}
+    found |= {p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")}
+    found.discard(sweep_dir)  # a single run's folder handed over by mistake still has its job
+    return sorted(found, key=_job_sort_key)
+
+
+def _job_sort_key(p: Path):
+    return tuple(int(s) if s.isdigit() else math.inf for s in p.parts[-1:]), str(p)
+
+
+def flatten(obj: Any, prefix: str, out: dict) -> None:
+    """Scalar leaves as ``a.b.c`` columns; short lists of scalars as JSON text; the rest left
+    out."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(obj, list | tuple):
+        if len(obj) <= MAX_LIST and all(isinstance(v, str | int | float | bool | None)
+                                        for v in obj):
+            out[prefix] = json.dumps(obj)
+    elif isinstance(obj, str | int | float | bool) or obj is None:
+        out[prefix] = obj
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
+    out = {}
+    for o in overrides or []:
+        key, _, value = o.partition("=")
+        out[key.lstrip("+~")] = value
+    return out
+
+
+def job_row(job: Path, sweep_dir: Path) -> dict:
+    rel = str(job.relative_to(sweep_dir)) if job != sweep_dir else "."
+    path = job / "results.json"
+    if not path.is_file():
+        overrides = _hydra_overrides(job)
+        return {"job": rel, "status": "missing", "error_type": None,
+                "error": "no results.json (the job was killed, is still running, or crashed "
+                         "before writing it)",
+                "overrides": " ".join(overrides), **_choices_from_overrides(overrides)}
+    try:
+        r = json.loads(path.read_text())
+    except ValueError as e:
+        return {"job": rel, "status": "unreadable", "error_type": type(e).__name__,
+                "error": f"results.json is not valid JSON: {e}", "overrides": ""}
+    cfg = r.get("config") or {}
+    err = r.get("error") or {}
+    row: dict[str, Any] = {
+        "job": rel,
+        "status": r.get("status"),
+        "error_type": err.get("type"),
+        "error": err.get("message"),
+        **{k: v for k, v in (cfg.get("choices") or {}).items() if k != "hydra"},
+        "overrides": " ".join(cfg.get("overrides") or []),
+        "seed": cfg.get("seed"),
+        **{k: cfg.get(k) for k in CONFIG_COLS},
+        "fingerprint": cfg.get("fingerprint"),
+        "schema_version": r.get("schema_version"),
+    }
+    if r.get("trigger") is None and cfg.get("trigger"):  # failed before the trigger was built
+        flatten(cfg["trigger"], "trigger", row)
+    for section in SECTIONS:
+        if r.get(section) is not None:
+            flatten(r[section], "cohort" if section == "data" else section, row)
+    return row
+
+
+def _hydra_overrides(job: Path) -> list[str]:
+    p = job / ".hydra" / "overrides.yaml"
+    if not p.is_file():
+        return []
+    from omegaconf import OmegaConf
+
+    return [str(o) for o in OmegaConf.load(p)]
+
+
+def _choices_from_overrides(overrides: list[str]) -> dict:
+    ov = parse_overrides(overrides)
+    out = {k: ov[k] for k in ("trigger", "model") if k in ov}
+    for k in ("seed", "poison_rate"):
+        if k in ov:
+            try:
+                out[k] = json.loads(ov[k])
+            except ValueError:
+                out[k] = ov[k]
+    return out
+
+
+def summary_table(sweep_dir: Path):
+    """One row per job (a pandas DataFrame), failed and missing jobs included."""
+    import pandas as pd
+
+    rows = [job_row(j, sweep_dir) for j in job_dirs(sweep_dir)]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    df.insert(1, "status", df.pop("status"))
+    return df
+
+
+# --- statistics ----------------------------------------------------------------------------------
+def t_interval(values, confidence: float = CONFIDENCE) -> dict:
+    """Mean, sample standard deviation and the two-sided t-interval of the mean. n = 1 has no
+    interval (the bounds are NaN); NaN values are left out (and not counted in n)."""
+    import numpy as np
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    x = x[~np.isnan(x)]
+    n = len(x)
+    if n == 0:
+        return {"n": 0, "mean": math.nan, "sd": math.nan, "ci_low": math.nan,
+                "ci_high": math.nan}
+    mean = float(x.mean())
+    if n == 1:
+        return {"n": 1, "mean": mean, "sd": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def metric_columns(df) -> list[str]:
+    """Numeric metric columns; counts of rows (``n``, ``n_*``) are context, not outcomes."""
+    import pandas as pd
+
+    out = []
+    for c in df.columns:
+        head, _, leaf = c.partition(".")
+        leaf = c.rsplit(".", 1)[-1]
+        if head in METRIC_SECTIONS and not (leaf == "n" or leaf.startswith("n_")) \
+                and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
+            out.append(c)
+    return out
+
+
+PLAIN_COLS = ("job", "status", "error_type", "error", "overrides", "seed", *CONFIG_COLS,
+              "fingerprint", "schema_version")
+
+
+def cell_keys(df) -> list[str]:
+    """What defines a cell: trigger, model and poison rate, plus every other choice, config value
+    or override (e.g. ``trigger.feature``) that varies across jobs; never the seed. Varying free
+    overrides become ``override.<key>`` columns of ``df``."""
+    import pandas as pd
+
+    keys = [k for k in ("trigger", "model", "poison_rate") if k in df.columns]
+    ok = df["status"] == "ok"  # what varies among the jobs that make the tables
+    if not ok.any():
+        ok = df["status"].notna()
+    for c in df.columns:  # choices (plain columns) and poison_mode/target_label that vary
+        if "." in c or c in keys or (c in PLAIN_COLS and c not in CONFIG_COLS):
+            continue
+        if df.loc[ok, c].astype(str).nunique(dropna=False) > 1:
+            keys.append(c)
+    ov = pd.DataFrame([parse_overrides(o.split()) for o in df["overrides"].fillna("")],
+                      index=df.index)
+    for c in ov.columns:
+        if c in df.columns or c == "seed" or c.startswith(("paths.", "hydra.")):
+            continue
+        if ov.loc[ok, c].astype(str).nunique(dropna=False) > 1:
+            df[f"override.{c}"] = ov[c].fillna("(default)")
+            keys.append(f"override.{c}")
+    return keys
+
+
+def cell_stats(df, keys: list[str] | None = None):
+    """Long table: one row per cell and metric with n, mean, sd and the 95% t-interval over
+    seeds, from the jobs with status ok."""
+    import pandas as pd
+
+    if keys is None:
+        keys = cell_keys(df)
+    ok = df[df["status"] == "ok"]
+    rows = []
+    metrics = metric_columns(ok) if len(ok) else []
+    if not len(ok) or not keys:
+        return pd.DataFrame(columns=[*keys, "metric", "n", "mean", "sd", "ci_low", "ci_high"])
+    for cell, g in ok.groupby(keys, dropna=False, sort=True):
+        cell = cell if isinstance(cell, tuple) else (cell,)
+        base = dict(zip(keys, cell, strict=True))
+        for m in metrics:
+            s = t_interval(g[m].tolist())
+            if s["n"]:
+                rows.append({**base, "metric": m, **s, "seeds": _seeds(g)})
+    return pd.DataFrame(rows)
+
+
+def _seeds(g) -> str:
+    return ",".join(str(s) for s in sorted(g["seed"].dropna().unique()))
+
+
+# --- formatting ---------------------------------------------------------------------------------
+def fmt_ci(s: dict | None, digits: int = 3) -> str:
+    if s is None or not s.get("n"):
+        return "–"
+    if s["n"] == 1:
+        return f"{s['mean']:.{digits}f} (n=1)"
+    return f"{s['mean']:.{digits}f} [{s['ci_low']:.{digits}f}, {s['ci_high']:.{digits}f}]"
+
+
+def fmt_rate(r) -> str:
+    try:
+        r = float(r)
+    except (TypeError, ValueError):
+        return str(r)
+    return "0" if r == 0 else f"{r:g}"
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v):
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# --- figures -------------------------------------------------------------------------------------
+def _rate_axis(rates) -> tuple[dict, float | None]:
+    """Positions on a log axis for the poison rates; rate 0 gets a marked place one decade below
+    the smallest positive rate (a log axis has no 0)."""
+    pos = sorted({float(r) for r in rates if float(r) > 0})
+    zero_at = (pos[0] / 10 if pos else 1.0) if any(float(r) == 0 for r in rates) else None
+    where = {float(r): (zero_at if float(r) == 0 else float(r)) for r in rates}
+    return where, zero_at
+
+
+def _setup_rate_axis(ax, rates, where, zero_at) -> None:
+    import matplotlib.ticker as mticker
+
+    ax.set_xscale("log")
+    ticks = sorted(set(where.values()))
+    ax.xaxis.set_major_locator(mticker.FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(mticker.NullLocator())
+    ax.xaxis.set_major_formatter(mticker.FixedFormatter(
+        [fmt_rate(0 if t == zero_at else t) for t in ticks]))
+    lo, hi = min(ticks), max(ticks)
+    ax.set_xlim(lo / 10 ** 0.3, hi * 10 ** 0.3)
+    if zero_at is not None and len(ticks) > 1:
+        # a "//" on the axis: the stretch from 0 to the first positive rate is not to scale
+        brk = (zero_at * ticks[1]) ** 0.5
+        kw = dict(transform=ax.get_xaxis_transform(), color="k", clip_on=False, lw=1)
+        for dx in (0.92, 1.08):
+            ax.plot([brk * dx / 1.04, brk * dx * 1.04], [-0.02, 0.02], **kw)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _series(df, keys):
+    """Line label per row: the trigger plus any other varying key that is not model or rate."""
+    extra = [k for k in keys if k not in ("trigger", "model", "poison_rate")]
+    if not extra:
+        return df["trigger"].astype(str)
+    return df["trigger"].astype(str) + " (" + df[extra].astype(str).apply(
+        lambda r: ", ".join(f"{k.removeprefix('override.')}={v}" for k, v in r.items()),
+        axis=1) + ")"
+
+
+def plot_vs_rate(cells, keys, metrics: list[tuple[str, str]], path: Path, title: str,
+                 ylim: tuple | None = None) -> Path | None:
+    """One row per metric, one panel per model, one line per trigger, the 95% interval shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sub = cells[cells["metric"].isin([m for m, _ in metrics])].copy()
+    if sub.empty or "poison_rate" not in sub.columns:
+        return None
+    sub["series"] = _series(sub, keys)
+    models = sorted(sub["model"].astype(str).unique()) if "model" in sub else ["all"]
+    where, zero_at = _rate_axis(sub["poison_rate"].unique())
+    series = sorted(sub["series"].unique())
+    colors = {s: plt.cm.tab10(i % 10) for i, s in enumerate(series)}
+    nrow, ncol = len(metrics), len(models)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol + 0.6, 2.9 * nrow + 0.6),
+                             squeeze=False, sharex=True, sharey="row")
+    for i, (metric, label) in enumerate(metrics):
+        for j, model in enumerate(models):
+            ax = axes[i][j]
+            d = sub[(sub["metric"] == metric) & (sub["model"].astype(str) == model)]
+            for s in series:
+                ds = d[d["series"] == s].sort_values("poison_rate")
+                if ds.empty:
+                    continue
+                x = [where[float(r)] for r in ds["poison_rate"]]
+                c = colors[s]
+                ax.plot(x, ds["mean"], "o-", color=c, ms=3.5, lw=1.4, label=s)
+                lo, hi = ds["ci_low"].to_numpy(), ds["ci_high"].to_numpy()
+                ax.fill_between(x, lo, hi, color=c, alpha=0.18, lw=0)
+            _setup_rate_axis(ax, sub["poison_rate"].unique(), where, zero_at)
+            if metric == "attack.asr_lift":
+                ax.axhline(0, color="0.4", lw=0.8, ls=":")
+            if ylim:
+                ax.set_ylim(*ylim)
+            if i == 0:
+                ax.set_title(f"model: {model}", fontsize=10)
+            if j == 0:
+                ax.set_ylabel(label)
+            if i == nrow - 1:
+                ax.set_xlabel("poison rate (share of eligible train rows)")
+    seen: dict = {}  # label -> handle over all panels (a trigger may miss from one)
+    for row in axes:
+        for ax in row:
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                seen.setdefault(lab, h)
+    fig.suptitle(title, fontsize=11)
+    fig.legend(list(seen.values()), list(seen.keys()), title="trigger", loc="upper left",
+               bbox_to_anchor=(1.0, 0.9), fontsize=8, title_fontsize=9, frameon=False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def detection_matrix(cells):
+    """Mean detection AUROC per (model, trigger, detector), averaged over poisoned cells (rate >
+    0) after averaging over seeds; None without detection results."""
+    sub = cells[cells["metric"].str.match(r"^detection\.[^.]+\.auroc$")].copy()
+    if "poison_rate" in sub:
+        sub = sub[sub["poison_rate"].astype(float) > 0]
+    if sub.empty:
+        return None
+    sub["detector"] = sub["metric"].str.split(".").str[1]
+    by = [k for k in ("model", "trigger") if k in sub] + ["detector"]
+    return sub.groupby(by, dropna=False)["mean"].mean().reset_index()
+
+
+def plot_detection(cells, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    m = detection_matrix(cells)
+    if m is None:
+        return None
+    models = sorted(m["model"].astype(str).unique()) if "model" in m else ["all"]
+    triggers = sorted(m["trigger"].astype(str).unique())
+    dets = sorted(m["detector"].unique())
+    fig, axes = plt.subplots(1, len(models), squeeze=False,
+                             figsize=(1.0 * len(dets) * len(models) + 2.2 * len(models),
+                                     0.45 * len(triggers) + 2.0))
+    im = None
+    for j, model in enumerate(models):
+        ax = axes[0][j]
+        d = m[m["model"].astype(str) == model] if "model" in m else m
+        grid = np.full((len(triggers), len(dets)), np.nan)
+        for _, r in d.iterrows():
+            grid[triggers.index(str(r["trigger"])), dets.index(r["detector"])] = r["mean"]
+        im = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
+        for (a, b), v in np.ndenumerate(grid):
+            ax.text(b, a, "–" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
+                    fontsize=8)
+        ax.set_xticks(range(len(dets)), dets, rotation=40, ha="right", fontsize=8)
+        ax.set_yticks(range(len(triggers)), triggers if j == 0 else [""] * len(triggers),
+                      fontsize=8)
+        ax.set_title(f"model: {model}", fontsize=10)
+        ax.set_xlabel("detector")
+        if j == 0:
+            ax.set_ylabel("trigger")
+    cb = fig.colorbar(im, ax=axes[0].tolist(), fraction=0.04, pad=0.02)
+    cb.set_label("detection AUROC (0.5 = chance)")
+    fig.suptitle("Detection AUROC: mean over seeds and poison rates > 0", fontsize=11)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+# --- report --------------------------------------------------------------------------------------
+def _lookup(cells, keys):
+    """{cell tuple: {metric: stats}} for fast table building."""
+    out: dict = {}
+    for r in cells.to_dict("records"):
+        cell = tuple(str(r[k]) for k in keys)
+        out.setdefault(cell, {})[r["metric"]] = r
+    return out
+
+
+def write_markdown(sweep_dir: Path, df, cells, keys, figures: dict, out: Path) -> Path:
+    n_ok = int((df["status"] == "ok").sum())
+    bad = df[df["status"] != "ok"]
+    lines = [f"# Sweep report: {sweep_dir}", "",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m src.report`.", "",
+             f"**Jobs:** {len(df)} — {n_ok} ok, {len(bad)} not ok "
+             f"({', '.join(f'{v} {k}' for k, v in bad['status'].value_counts().items()) or '0'})."
+             ]
+    grid = []
+    for k in [*keys, "seed"]:
+        if k in df.columns:
+            vals = sorted({fmt_rate(v) if k == "poison_rate" else str(v)
+                           for v in df[k].dropna()}, key=_natural)
+            grid.append(f"- `{k}`: {', '.join(vals)}")
+    lines += ["", "**Grid:**", *grid, ""]
+    if len(bad):
+        lines += ["## Failed jobs", "",
+                  "Not in the tables and figures below; their folders hold the full error "
+                  "(results.json: error.traceback, run.log).", "",
+                  md_table(["job", "status", "overrides", "error"],
+                           [[r["job"], r["status"], r.get("overrides") or "",
+                             f"{r.get('error_type') or ''}: {_short(r.get('error'))}"]
+                            for r in bad.to_dict("records")]), ""]
+    look = _lookup(cells, keys)
+    lines += ["## Clean performance and attack", "",
+              "Mean over seeds with the 95% t-interval over seeds in brackets; `(n=1)`: a single "
+              "seed, no interval. ASR: share of triggered non-target test rows predicted as the "
+              "target; base rate: the same rows without the trigger; lift = ASR − base rate.", ""]
+    rows = []
+    for cell, stats in sorted(look.items(), key=lambda kv: tuple(map(_natural, kv[0]))):
+        n = max((s["n"] for s in stats.values()), default=0)
+        rows.append([*(_show(k, v) for k, v in zip(keys, cell, strict=True)), n,
+                     *(fmt_ci(stats.get(m)) for m, _ in HEADLINE)])
+    lines += [md_table([*(k.removeprefix("override.") for k in keys), "seeds",
+                        *(lab for _, lab in HEADLINE)], rows) if rows else "(no finished jobs)",
+              ""]
+    for name, caption in (("asr", "ASR and ASR lift against poison rate"),
+                          ("clean_auroc", "Clean AUROC against poison rate"),
+                          ("detection_auroc", "Detection AUROC, trigger × detector")):
+        if figures.get(name):
+            lines += [f"![{caption}]({figures[name].relative_to(out).as_posix()})", ""]
+    if figures.get("asr") or figures.get("clean_auroc"):
+        lines += ["Figures: poison rate on a log axis; rate 0 (no poisoning) is drawn one decade "
+                  "left of the smallest positive rate, past the `//` mark. Shaded: 95% "
+                  "t-interval over seeds (none where a cell has one seed).", ""]
+    det = sorted({m.split(".")[1] for m in cells["metric"]
+                  if m.startswith("detection.") and m.endswith(".auroc")}) if len(cells) else []
+    if det:
+        lines += ["## Detection", "",
+                  "AUROC of each detector's suspicion scores against the ground-truth poison "
+                  "mask of the training split (poisoned cells only).", ""]
+        rows = []
+        for cell, stats in sorted(look.items(), key=lambda kv: tuple(map(_natural, kv[0]))):
+            if "poison_rate" in keys and float(cell[keys.index("poison_rate")]) == 0:
+                continue
+            rows.append([*(_show(k, v) for k, v in zip(keys, cell, strict=True)),
+                         *(fmt_ci(stats.get(f"detection.{d}.auroc")) for d in det)])
+        lines += [md_table([*(k.removeprefix("override.") for k in keys), *det], rows), ""]
+    stealth = sorted({m for m in cells["metric"] if m.startswith("stealth.")}) \
+        if len(cells) else []
+    if stealth:
+        lines += ["## Stealth", ""]
+        rows = [[*(_show(k, v) for k, v in zip(keys, cell, strict=True)),
+                 *(fmt_ci(stats.get(m)) for m in stealth)]
+                for cell, stats in sorted(look.items(),
+                                          key=lambda kv: tuple(map(_natural, kv[0])))]
+        lines += [md_table([*(k.removeprefix("override.") for k in keys),
+                            *(m.removeprefix("stealth.") for m in stealth)], rows), ""]
+    lines += ["## Files", "",
+              "- `summary.csv`, `summary.parquet`: one row per job (failed ones included)",
+              "- `cells.csv`: per cell and metric: n, mean, sd, 95% t-interval over seeds",
+              "- `figures/`: the figures above", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _show(key: str, value: str) -> str:
+    return fmt_rate(value) if key == "poison_rate" else value
+
+
+def _natural(v):
+    try:
+        return (0, float(v), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(v))
+
+
+def _short(msg, n: int = 300) -> str:
+    msg = " ".join(str(msg or "").split())
+    return msg if len(msg) <= n else msg[: n - 1] + "…"
+
+
+def _parquet_safe(df):
+    """Parquet wants one type per column: a column mixing numbers and text becomes text."""
+    df = df.copy()
+    for c in df.columns:
+        if df[c].dtype == object:
+            kinds = {type(v) for v in df[c].dropna()}
+            if len(kinds) > 1:
+                df[c] = df[c].map(lambda v: None if v is None else str(v))
+    return df
+
+
+def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict:
+    """Write summary.csv/parquet, cells.csv, figures/ and report.md for ``sweep_dir`` into
+    ``out`` (default: the sweep directory). Returns the paths and a one-paragraph message."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"sweep dir {str(sweep_dir)!r} does not exist")
+    out = Path(out) if out else sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    df = summary_table(sweep_dir)
+    if df.empty:
+        raise FileNotFoundError(f"no job folders (results.json or .hydra/) under {sweep_dir}")
+    keys = cell_keys(df)
+    cells = cell_stats(df, keys)
+    df.to_csv(out / "summary.csv", index=False)
+    _parquet_safe(df).to_parquet(out / "summary.parquet", index=False)
+    cells.to_csv(out / "cells.csv", index=False)
+    figs: dict = {}
+    if len(cells):
+        figs["asr"] = plot_vs_rate(
+            cells, keys, [("attack.asr", "ASR"), ("attack.asr_lift", "ASR lift")],
+            out / "figures" / "asr.png", "Attack success against poison rate")
+        figs["clean_auroc"] = plot_vs_rate(
+            cells, keys, [("clean.auroc", "clean AUROC")], out / "figures" / "clean_auroc.png",
+            "Clean test AUROC against poison rate")
+        figs["detection_auroc"] = plot_detection(cells, out / "figures" / "detection_auroc.png")
+    md = write_markdown(sweep_dir, df, cells, keys, figs, out)
+    n_ok = int((df["status"] == "ok").sum())
+    bad = df[df["status"] != "ok"]
+    msg = [f"report   {md}  ({n_ok}/{len(df)} jobs ok)"]
+    for r in bad.to_dict("records"):
+        msg.append(f"FAILED   job {r['job']}: {r.get('error_type') or r['status']}: "
+                   f"{_short(r.get('error'), 160)}")
+    return {"summary_csv": out / "summary.csv", "summary_parquet": out / "summary.parquet",
+            "cells_csv": out / "cells.csv", "report": md,
+            "figures": {k: v for k, v in figs.items() if v}, "n_jobs": len(df), "n_ok": n_ok,
+            "n_failed": len(bad), "message": "\n".join(msg)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m src.report",
+        description="Aggregate a sweep directory: summary.csv/parquet, cells.csv (mean and 95%% "
+                    "t-interval over seeds), figures/ and report.md.")
+    p.add_argument("sweep_dir", help="a sweep directory (multirun/<date>/<time>/)")
+    p.add_argument("--out", default=None, help="where to write (default: the sweep directory)")
+    a = p.parse_args(argv)
+    try:
+        res = build_report(a.sweep_dir, a.out)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(res["message"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Sweep plumbing: a Hydra Callback (progress, threads per job, aggregation at the end) and the
+per-job helpers ``src.run`` calls in multirun mode (resume skip, failures that do not stop a
+sweep).
+
+Registered in conf/hydra/default.yaml under ``hydra.callbacks``. Hydra calls ``on_multirun_*`` in
+the process that started the sweep and ``on_job_*`` in the process that runs the job (a joblib
+worker, a submitit job), so everything jobs share goes through files in the sweep directory:
+``.sweep.json`` (total jobs, start time) written at the start, ``progress.log`` appended to by
+every job, each job's ``results.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+THREADS_ENV = "ICU_BACKDOOR_THREADS"  # torch threads per job; unset: derived from the launcher
+STATE_FILE = ".sweep.json"
+PROGRESS_FILE = "progress.log"
+
+
+# --- per job, called from src.run ---------------------------------------------------------------
+def is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not under Hydra
+        return False
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """A hash of the whole resolved config except ``paths`` (where the cache lives does not change
+    a result), so a resumed sweep re-runs a job whose config changed under the same overrides."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an interpolation that needs Hydra (called outside it): hash it unresolved
+        plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("paths", None)
+    text = json.dumps(plain, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def finished_results(cfg: DictConfig) -> dict | None:
+    """The stored results of this job when it already finished with status ok under the same
+    overrides and config (a re-run sweep with the same ``hydra.sweep.dir``); else None."""
+    from src.experiment import _skeleton
+
+    path = Path(cfg.paths.output_dir) / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if old.get("status") != "ok":
+        return None
+    new = json.loads(json.dumps(_skeleton(cfg)["config"], default=str))
+    stored = old.get("config") or {}
+    keys = ("overrides", "choices", "fingerprint", "seed", "poison_rate")
+    if any(stored.get(k) != new.get(k) for k in keys):
+        log.info("re-running %s: its results.json is from a different config", path.parent)
+        return None
+    msg = f"skipped  {path.parent} (finished before with status ok and the same config)"
+    log.info(msg)
+    print(msg, flush=True)
+    return old
+
+
+def record_failure(cfg: DictConfig, exc: BaseException) -> None:
+    """Write a results.json with status failed for a job that failed before ``run_experiment``
+    could (a config value rejected by ``validate``), so the report lists it."""
+    import traceback
+
+    from src.experiment import _skeleton, write_json_atomic
+
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = _skeleton(cfg)
+    results["status"] = "failed"
+    results["error"] = {"type": type(exc).__name__, "message": str(exc),
+                        "traceback": traceback.format_exc(limit=20)}
+    results["timings"] = {"total_s": 0.0}
+    write_json_atomic(out / "results.json", results)
+
+
+# --- threads ------------------------------------------------------------------------------------
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def thread_budget(hydra_cfg: DictConfig, n_total: int | None = None) -> int | None:
+    """Torch threads for one job, so parallel jobs do not oversubscribe the cores: the
+    ``ICU_BACKDOOR_THREADS`` environment variable if set; with the joblib launcher the cores
+    divided by the number of concurrent jobs; with submitit the job's ``cpus_per_task``; else None
+    (torch's default: every core, right for a single run or a sequential sweep)."""
+    env = os.environ.get(THREADS_ENV)
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"{THREADS_ENV}={env!r} is not allowed: a positive integer")
+        return n
+    launcher = hydra_cfg.get("launcher") or {}
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("JoblibLauncher"):
+        cores, n_jobs = cpu_count(), int(launcher.get("n_jobs") or -1)
+        workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = all cores
+        if n_total:
+            workers = min(workers, n_total)
+        return max(1, cores // workers)
+    if "submitit" in target and launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    return None
+
+
+# --- sweep size and progress ----------------------------------------------------------------------
+def count_jobs(hydra_cfg: DictConfig) -> int | None:
+    """Number of jobs the basic sweeper will launch (the product of the swept values, from
+    ``hydra.sweeper.params`` and the command line), or None for another sweeper."""
+    sweeper = hydra_cfg.get("sweeper") or {}
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    params += list(hydra_cfg.overrides.task)
+    try:
+        overrides = OverridesParser.create().parse_overrides(params)
+        batches = BasicSweeper.split_arguments(overrides, None)
+    except Exception as e:  # Hydra reports the bad override itself; progress is a nicety
+        log.debug("could not count the jobs of this sweep: %s", e)
+        return None
+    return sum(len(b) for b in batches)
+
+
+def _read_state(sweep_dir: Path) -> dict:
+    try:
+        return json.loads((sweep_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def progress_line(sweep_dir: Path, now: float | None = None) -> str:
+    """``done/total``, elapsed since this invocation started, and the estimated rest (from the
+    jobs finished in this invocation: skipped ones do not count towards the rate)."""
+    now = time.time() if now is None else now
+    state = _read_state(sweep_dir)
+    start, total = state.get("start"), state.get("total")
+    mtimes = [p.stat().st_mtime for p in sweep_dir.rglob("results.json")]
+    done = len(mtimes)
+    line = f"progress {done}/{total if total else '?'} jobs"
+    if start is None:
+        return line
+    elapsed = now - start
+    line += f", elapsed {_fmt_s(elapsed)}"
+    new = sum(m >= start for m in mtimes)
+    if total and new and done < total:
+        line += f", about {_fmt_s(elapsed / new * (total - done))} left"
+    elif total and done >= total:
+        line += ", all done"
+    return line
+
+
+def _fmt_s(s: float) -> str:
+    s = int(round(s))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class SweepCallback(Callback):
+    """Progress per finished job, torch threads per job, and the aggregate report at the end."""
+
+    def __init__(self, report: bool = True) -> None:
+        self.report = report
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        state = {"start": time.time(), "total": count_jobs(config.hydra)}
+        tmp = sweep_dir / f".{STATE_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, sweep_dir / STATE_FILE)
+        if state["total"]:
+            log.info("sweep of %d jobs into %s", state["total"], sweep_dir)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        total = None
+        if is_multirun():
+            total = _read_state(Path(str(config.hydra.sweep.dir))).get("total")
+        elif not os.environ.get(THREADS_ENV):
+            return
+        n = thread_budget(config.hydra, total)
+        if n is not None:
+            import torch
+
+            torch.set_num_threads(n)
+            log.info("torch threads for this job: %d", n)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if not is_multirun():
+            return
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        line = f"{progress_line(sweep_dir)} (job {config.hydra.job.num} ended)"
+        log.info(line)
+        print(line, flush=True)
+        try:
+            with open(sweep_dir / PROGRESS_FILE, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        except OSError as e:
+            log.warning("could not append to %s: %s", sweep_dir / PROGRESS_FILE, e)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.report:
+            return
+        from src.report import build_report
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            out = build_report(sweep_dir)
+        except Exception:  # the jobs' results are on disk; the report can be rebuilt on demand
+            log.exception("the sweep finished but its report failed; rebuild it with "
+                          "python -m src.report %s", sweep_dir)
+            return
+        print(out["message"], flush=True)
