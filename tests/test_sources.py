@@ -38,7 +38,7 @@ def test_second_load_hits_the_cache(cache, caplog, monkeypatch):
     second = load_cohort(dict(CFG, batch_size=8, test_size=0.5, name="other"), cache)
     t_second = time.perf_counter() - t0
     assert "loaded cohort from cache" in caplog.text
-    assert t_second < t_first / 3 and t_second < 2
+    assert t_second < t_first  # typically ~0.1 s against seconds; never a timed test
     np.testing.assert_array_equal(first.series, second.series)
     np.testing.assert_array_equal(first.label, second.label)
     # atomic writes leave no temporary folders behind

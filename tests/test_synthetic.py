@@ -104,12 +104,19 @@ def test_itemids_units_and_charting_times(small):
     assert (per_hour > 1).any()
 
 
-def test_generation_is_fast(tmp_path):
-    import time
+def test_chunked_generation_keeps_tables_sorted_and_ids_unique(tmp_path, monkeypatch):
+    from src.data.mimiciv import synthetic
 
-    t0 = time.perf_counter()
-    generate(tmp_path, n_stays=1500, seed=1)
-    assert time.perf_counter() - t0 < 10
+    monkeypatch.setattr(synthetic, "CHUNK_STAYS", 100)  # 300 stays in several chunks
+    generate(tmp_path, n_stays=300, seed=7)
+    ce = _read(tmp_path, "icu/chartevents", usecols=["subject_id", "stay_id", "charttime"])
+    assert ce.subject_id.is_monotonic_increasing
+    assert len(ce.stay_id.unique()) > 250
+    lab = _read(tmp_path, "hosp/labevents", usecols=["labevent_id", "subject_id", "specimen_id",
+                                                      "itemid"])
+    assert lab.subject_id.is_monotonic_increasing
+    assert lab.labevent_id.tolist() == list(range(1, len(lab) + 1))
+    assert not lab.duplicated(["specimen_id", "itemid"]).any()
 
 
 # --- realism on the default-size cohort ----------------------------------------------------

@@ -119,6 +119,7 @@ def extract(root: str | Path, window_hours: int = 24, min_stay_hours: float = 30
     con = duckdb.connect()
     try:
         con.execute("SET preserve_insertion_order = false")
+        con.execute("SET enable_progress_bar = false")
         if threads:
             con.execute(f"SET threads = {int(threads)}")
         cohort, attrition, stays = _select_stays(con, sql, window_hours, min_stay_hours, min_age)

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 HORIZON_HOURS = 48  # measurements are generated for the first 48 ICU hours of each stay
+CHUNK_STAYS = 10_000  # measurements are generated and written this many stays at a time
 
 # --- feature model -------------------------------------------------------------------------
 # name: (transform, centre, scale, beta_s, beta_d, noise, decimals)
@@ -206,8 +207,37 @@ def _transform(name: str, x: np.ndarray) -> np.ndarray:
 
 # --- writing -----------------------------------------------------------------------------
 def _write(path: Path, columns: dict, order: np.ndarray | None = None) -> None:
-    """Write columns (numpy arrays; int64 seconds for *time columns named in TIME_COLS) as a
-    deterministic .csv.gz: pyarrow's CSV writer into gzip with mtime 0."""
+    """Write columns as a deterministic .csv.gz (see ``_GzCsv``)."""
+    w = _GzCsv(path)
+    try:
+        w.write(columns, order)
+    finally:
+        w.close()
+
+
+class _GzCsv:
+    """A .csv.gz written in pieces: gzip with mtime 0 (same rows, same bytes), header once."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "wb")  # closed in close()
+        self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._fh, compresslevel=1,
+                                 mtime=0)
+        self._header = False
+
+    def write(self, columns: dict, order: np.ndarray | None = None) -> None:
+        if not self._header:
+            self._gz.write((",".join(columns) + "\n").encode())
+            self._header = True
+        self._gz.write(_csv_body(columns, order))
+
+    def close(self) -> None:
+        self._gz.close()
+        self._fh.close()
+
+
+def _csv_body(columns: dict, order: np.ndarray | None = None) -> bytes:
+    """CSV rows (no header) of columns: numpy arrays, int64 seconds for TIME_COLS/DATE_COLS."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -240,11 +270,7 @@ def _write(path: Path, columns: dict, order: np.ndarray | None = None) -> None:
     # Where no string holds a comma or a quote, every quote in the body is such a wrapper.
     if not any(_has_special(a) for a in arrays.values()):
         body = body.replace(b'"', b"")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh,
-                                              compresslevel=1, mtime=0) as gz:
-        gz.write((",".join(columns) + "\n").encode())
-        gz.write(body)
+    return body
 
 
 def _has_special(arr) -> bool:
@@ -283,7 +309,6 @@ def _round_each(values, decimals):
 def generate(root: Path, n_stays: int, seed: int) -> None:
     """Write a synthetic MIMIC-IV with ``n_stays`` ICU stays under ``root`` (``hosp/`` and
     ``icu/`` folders of ``.csv.gz`` files). Same ``(n_stays, seed)``: byte-identical files."""
-    import pyarrow as pa
 
     root = Path(root)
     if n_stays < 1:
@@ -301,7 +326,7 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
     is_last = order == counts[pat] - 1
     S = n_stays
 
-    subject_ids = _ids(rng, 10_000_000, 9_000_000, n_pat)
+    subject_ids = np.sort(_ids(rng, 10_000_000, 9_000_000, n_pat))  # chunks stay sorted
     gender = np.where(rng.random(n_pat) < 0.56, "M", "F").astype(object)
     minor = rng.random(n_pat) < 0.02
     anchor_age = np.where(minor, rng.integers(1, 18, n_pat),
@@ -414,14 +439,64 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
         "outtime": outtime, "los": np.round((outtime - intime) / DAY, 6),
     }, order=np.lexsort((stay_id, subject_id)))
 
-    # ---------------- measurements ------------------------------------------------------
+    # ---------------- measurements, in chunks of whole patients -------------------------
     nF = len(FEATURES)
     beta_s = np.array([FEATURE_MODEL[f][3] for f in FEATURES])
     beta_d = np.array([FEATURE_MODEL[f][4] for f in FEATURES])
     noise = np.array([FEATURE_MODEL[f][5] for f in FEATURES])
     rho = np.sqrt(np.clip(1 - beta_s**2 - noise**2, 0.05, None))
-    base = rng.standard_normal((S, nF)) * rho  # idiosyncratic per-stay baselines
-    horizon_s = np.minimum(outtime - intime, HORIZON_HOURS * HOUR)
+    ctx = dict(
+        sev=sev, det=det, base=rng.standard_normal((S, nF)) * rho,  # per-stay baselines
+        beta_s=beta_s, beta_d=beta_d, noise=noise, intime=intime,
+        horizon_s=np.minimum(outtime - intime, HORIZON_HOURS * HOUR),
+        p_vital=rng.beta(30, 2.5, S),
+        arterial=rng.random(S) < np.clip(0.25 + 0.15 * sev, 0.05, 0.9),
+        vent=rng.random(S) < np.clip(0.30 + 0.12 * sev, 0.02, 0.95),
+        p_urine=rng.beta(6, 3, S), age=age, male=gender[pat] == "M",
+        caregiver=rng.integers(1, 100_000, S), subject_id=subject_id, hadm_id=hadm_id,
+        stay_id=stay_id,
+    )
+    # chunk boundaries on patient boundaries (stays of a patient are consecutive)
+    first_stay = np.concatenate([[0], np.cumsum(counts)])
+    cuts = np.unique(np.concatenate([first_stay[np.searchsorted(
+        first_stay, np.arange(0, S, CHUNK_STAYS))], [S]]))
+    writers = {name: _GzCsv(root / name) for name in
+               ("icu/chartevents.csv.gz", "hosp/labevents.csv.gz", "icu/outputevents.csv.gz")}
+    try:
+        counters = {"lab": 0, "draw": 0}
+        for c, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+            crng = np.random.default_rng([seed, GENERATOR_VERSION, 1, c])
+            _measurements(crng, np.arange(lo, hi), ctx, writers, counters)
+    finally:
+        for w in writers.values():
+            w.close()
+
+    # dictionaries
+    _write_dict(hosp / "d_labitems.csv.gz", ["itemid", "label", "fluid", "category"],
+                [r[:4] for r in D_LABITEMS])
+    _write_dict(icu / "d_items.csv.gz", ["itemid", "label", "abbreviation", "linksto", "category",
+                                         "unitname", "param_type", "lownormalvalue",
+                                         "highnormalvalue"], D_ITEMS)
+
+
+def _write_dict(path: Path, header: list[str], rows: list[tuple]) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(sorted(rows, key=lambda r: r[0]), columns=header)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False, compression={"method": "gzip", "compresslevel": 1, "mtime": 0})
+
+
+def _measurements(rng, stays, ctx, writers, counters) -> None:
+    """Chartevents, labevents and outputevents rows of ``stays`` (whole patients), appended."""
+    import pyarrow as pa
+
+    g = ctx
+    sev, det, base, intime, horizon_s = g["sev"], g["det"], g["base"], g["intime"], g["horizon_s"]
+    beta_s, beta_d, noise = g["beta_s"], g["beta_d"], g["noise"]
+    subject_id, hadm_id, stay_id = g["subject_id"], g["hadm_id"], g["stay_id"]
+    caregiver, age = g["caregiver"], g["age"]
+    n_all = sev.size
 
     def latent(f: str, st: np.ndarray, t: np.ndarray) -> np.ndarray:
         j = FIDX[f]
@@ -430,8 +505,8 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
 
     def hourly(p_stay: np.ndarray, p_double: float, on_hour: float):
         """Charting events about once an hour: (stay index, seconds since intime)."""
-        n_h = np.ceil(horizon_s / HOUR).astype(np.int64) + 1
-        st = np.repeat(np.arange(S), n_h)
+        n_h = np.ceil(horizon_s[stays] / HOUR).astype(np.int64) + 1
+        st = np.repeat(stays, n_h)
         h = np.arange(st.size) - np.repeat(np.cumsum(n_h) - n_h, n_h)
         to_clock = (HOUR - intime % HOUR) % HOUR  # seconds from intime to the next clock hour
         keep = rng.random(st.size) < p_stay[st]
@@ -456,15 +531,13 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
         ce_parts.append(dict(st=st, t=t, itemid=itemid, valuenum=valuenum, text=text, uom=uom))
 
     # vitals: hr, blood pressure, resp, SpO2 charted together about hourly
-    p_vital = rng.beta(30, 2.5, S)
-    arterial = rng.random(S) < np.clip(0.25 + 0.15 * sev, 0.05, 0.9)
-    st, t = hourly(p_vital, 0.10, 0.7)
+    st, t = hourly(g["p_vital"], 0.10, 0.7)
     vals = {f: _transform(f, latent(f, st, t)) for f in ("hr", "sbp", "dbp", "resp", "o2sat")}
     vals["dbp"] = np.minimum(vals["dbp"], vals["sbp"] - 15)
     vals["map"] = (vals["sbp"] + 2 * vals["dbp"]) / 3 + rng.normal(0, 2.5, st.size)
     vals["o2sat"] = np.clip(vals["o2sat"], 60, 100)
     vals["resp"] = np.clip(vals["resp"], 4, 60)
-    art = arterial[st]
+    art = g["arterial"][st]
     items = {"hr": (220045, 220045, "bpm"), "sbp": (220050, 220179, "mmHg"),
              "dbp": (220051, 220180, "mmHg"), "map": (220052, 220181, "mmHg"),
              "resp": (220210, 220210, "insp/min"), "o2sat": (220277, 220277, "%")}
@@ -481,7 +554,7 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
                                   "AF (Atrial Fibrillation)").astype(object)))
 
     # temperature every few hours, mostly in Fahrenheit
-    st, t = hourly(np.full(S, 0.30), 0.0, 0.6)
+    st, t = hourly(np.full(n_all, 0.30), 0.0, 0.6)
     temp_c = _transform("temp", latent("temp", st, t))
     fahr = rng.random(st.size) < 0.85
     err = rng.random(st.size) < 0.003  # a Fahrenheit value in the Celsius item: implausible
@@ -490,23 +563,23 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
     add_ce(st[~fahr], t[~fahr], 223762, c_val[~fahr], "°C", decimals=1)
 
     # FiO2 for ventilated stays
-    vent = rng.random(S) < np.clip(0.30 + 0.12 * sev, 0.02, 0.95)
+    vent = g["vent"]
     st, t = hourly(np.where(vent, 0.30, 0.0), 0.0, 0.5)
     fio2 = np.clip(_transform("fio2", latent("fio2", st, t)), 21, 100)
     add_ce(st, t, 223835, np.round(fio2 / 5) * 5, None)
 
     # weight and height around ICU admission
-    adult = age >= 18
-    weight = np.where(adult, np.clip(rng.normal(81, 22, S), 35, 220), np.clip(age * 3 + 8, 4, 90))
-    height = np.where(adult, np.clip(rng.normal(np.where(gender[pat] == "M", 176, 163), 8), 140, 205),
-                      np.clip(age * 6 + 75, 50, 190))
-    m = np.flatnonzero(rng.random(S) < 0.88)
-    add_ce(m, rng.integers(60, 3 * HOUR, m.size), 226512, weight[m], "kg", decimals=1)
-    u = rng.random(S)
+    a, n = age[stays], stays.size
+    weight = np.where(a >= 18, np.clip(rng.normal(81, 22, n), 35, 220), np.clip(a * 3 + 8, 4, 90))
+    height = np.where(a >= 18, np.clip(rng.normal(np.where(g["male"][stays], 176, 163), 8),
+                                       140, 205), np.clip(a * 6 + 75, 50, 190))
+    m = np.flatnonzero(rng.random(n) < 0.88)
+    add_ce(stays[m], rng.integers(60, 3 * HOUR, m.size), 226512, weight[m], "kg", decimals=1)
+    u = rng.random(n)
     m = np.flatnonzero(u < 0.42)
-    add_ce(m, rng.integers(60, 4 * HOUR, m.size), 226707, height[m] / 2.54, "Inch", decimals=0)
+    add_ce(stays[m], rng.integers(60, 4 * HOUR, m.size), 226707, height[m] / 2.54, "Inch")
     m = np.flatnonzero((u >= 0.42) & (u < 0.52))
-    add_ce(m, rng.integers(60, 4 * HOUR, m.size), 226730, height[m], "cm", decimals=0)
+    add_ce(stays[m], rng.integers(60, 4 * HOUR, m.size), 226730, height[m], "cm")
 
     st = np.concatenate([p["st"] for p in ce_parts])
     t = np.concatenate([p["t"] for p in ce_parts])
@@ -517,8 +590,7 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
                             pa.array(np.full(p["st"].size, p["uom"], dtype=object), pa.string())
                             for p in ce_parts])
     charttime = intime[st] + t
-    caregiver = rng.integers(1, 100_000, S)
-    _write(icu / "chartevents.csv.gz", {
+    writers["icu/chartevents.csv.gz"].write({
         "subject_id": subject_id[st], "hadm_id": hadm_id[st], "stay_id": stay_id[st],
         "caregiver_id": caregiver[st], "charttime": charttime,
         "storetime": charttime + rng.integers(0, 40, st.size) * 60,
@@ -529,13 +601,14 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
 
     # labs: panels drawn a few times a day from 12 h before ICU admission; sicker, more often
     lab_rows = []
-    draw_id = 0
+    draw_id = counters["draw"]
     lab_info = {r[0]: r for r in D_LABITEMS}
     for panel, rate in PANEL_RATE.items():
         span = horizon_s / HOUR + 12
-        r = rate * np.exp(0.3 * sev) * (np.where(vent, 1.8, 0.6) if panel == "bg" else 1.0)
-        n = rng.poisson(r * span)
-        dst = np.repeat(np.arange(S), n)
+        r = rate * np.exp(0.3 * sev[stays]) * (np.where(vent[stays], 1.8, 0.6)
+                                                if panel == "bg" else 1.0)
+        n = rng.poisson(r * span[stays])
+        dst = np.repeat(stays, n)
         dt = ((rng.random(dst.size) * span[dst] - 12) * HOUR).astype(np.int64) // 60 * 60
         dt = dt - intime[dst] % 60  # charttime on the minute
         did = draw_id + np.arange(dst.size)
@@ -556,7 +629,8 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
     dec = np.concatenate([np.full(r[0].size, r[4]) for r in lab_rows])
     valuenum, text = _fmt(np.concatenate([r[3] for r in lab_rows]), dec)
     draw = np.concatenate([r[5] for r in lab_rows])
-    specimen = _ids(rng, 1_000_000, 98_000_000, draw_id)[draw]
+    specimen = 1_000_000 + 3 * draw + rng.integers(0, 3, draw.size)  # distinct per draw
+    counters["draw"] = draw_id
     charttime = intime[st] + t
     uniq = np.unique(itemid)
     code = np.searchsorted(uniq, itemid)
@@ -568,8 +642,9 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
     n_lab = st.size
     order_lab = np.lexsort((itemid, charttime, subject_id[st]))
     labevent_id = np.empty(n_lab, np.int64)
-    labevent_id[order_lab] = np.arange(n_lab) + 1
-    _write(hosp / "labevents.csv.gz", {
+    labevent_id[order_lab] = counters["lab"] + np.arange(n_lab) + 1
+    counters["lab"] += n_lab
+    writers["hosp/labevents.csv.gz"].write({
         "labevent_id": labevent_id, "subject_id": subject_id[st],
         "hadm_id": pa.array(hadm_id[st], mask=pre_icu & (rng.random(n_lab) < 0.3)),
         "specimen_id": specimen, "itemid": itemid,
@@ -583,8 +658,7 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
     del lab_rows, st, t, itemid, valuenum, text, charttime
 
     # urine output most hours (summed per hour by the extractor), the odd chest tube
-    p_urine = rng.beta(6, 3, S)
-    st, t = hourly(p_urine, 0.08, 0.8)
+    st, t = hourly(g["p_urine"], 0.08, 0.8)
     vol = _transform("urine", latent("urine", st, t))
     item = np.where(rng.random(st.size) < 0.85, 226559, 226560)
     chest = rng.random(st.size) < 0.03
@@ -592,24 +666,10 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
     vol = np.clip(np.round(vol / 5) * 5, 0, 3000)
     vol[rng.random(st.size) < 0.0005] = 5000.0  # implausible single hour, dropped on extraction
     charttime = intime[st] + t
-    _write(icu / "outputevents.csv.gz", {
+    writers["icu/outputevents.csv.gz"].write({
         "subject_id": subject_id[st], "hadm_id": hadm_id[st], "stay_id": stay_id[st],
         "caregiver_id": caregiver[st], "charttime": charttime,
         "storetime": charttime + rng.integers(0, 40, st.size) * 60, "itemid": item,
         "value": vol, "valueuom": np.full(st.size, "ml", dtype=object),
     }, order=np.lexsort((item, charttime, stay_id[st], subject_id[st])))
 
-    # dictionaries
-    _write_dict(hosp / "d_labitems.csv.gz", ["itemid", "label", "fluid", "category"],
-                [r[:4] for r in D_LABITEMS])
-    _write_dict(icu / "d_items.csv.gz", ["itemid", "label", "abbreviation", "linksto", "category",
-                                         "unitname", "param_type", "lownormalvalue",
-                                         "highnormalvalue"], D_ITEMS)
-
-
-def _write_dict(path: Path, header: list[str], rows: list[tuple]) -> None:
-    import pandas as pd
-
-    df = pd.DataFrame(sorted(rows, key=lambda r: r[0]), columns=header)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False, compression={"method": "gzip", "compresslevel": 1, "mtime": 0})
