@@ -11,6 +11,7 @@ row deep inside the small cluster scores highest, whether or not the class was j
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from src.detectors.base import Detection, DetectorInputs, as_float_tensor, classes, top_components
 
@@ -19,8 +20,6 @@ def activation_clustering(inputs: DetectorInputs, n_components: int = 10,
                           reduction: str = "pca", size_threshold: float = 0.35,
                           min_silhouette: float | None = None, silhouette_sample: int = 2000,
                           min_rows: int = 20) -> Detection:
-    from sklearn.cluster import KMeans
-
     if reduction not in ("pca", "ica"):
         raise ValueError(f"activation_clustering.reduction={reduction!r} is not allowed: "
                          "one of pca, ica")
@@ -30,20 +29,46 @@ def activation_clustering(inputs: DetectorInputs, n_components: int = 10,
     info: dict = {"classes": {}}
     for c, idx in classes(inputs.labels, min_rows, info):
         z = _reduce(feats[idx], n_components, reduction, inputs.seed)
-        km = KMeans(n_clusters=2, n_init=3, random_state=inputs.seed).fit(z)
-        sizes = np.bincount(km.labels_, minlength=2)
+        assign, centres = two_means(torch.from_numpy(z), inputs.seed)
+        sizes = np.bincount(assign, minlength=2)
         small = int(np.argmin(sizes))
-        d = np.linalg.norm(z[:, None, :] - km.cluster_centers_[None], axis=2)  # [n_c, 2]
+        d = np.linalg.norm(z[:, None, :] - centres[None], axis=2)  # [n_c, 2]
         scores[idx] = d[:, 1 - small] - d[:, small]
         rel = float(sizes[small] / len(idx))
-        sil = _silhouette(z, km.labels_, silhouette_sample, inputs.seed) \
+        sil = _silhouette(z, assign, silhouette_sample, inputs.seed) \
             if min_silhouette is not None else None
         poisoned = rel <= size_threshold and (sil is None or sil >= min_silhouette)
         if poisoned:
-            flags[idx] = km.labels_ == small
+            flags[idx] = assign == small
         info["classes"][str(c)] = {"relative_size": rel, "silhouette": sil,
                                    "judged_poisoned": bool(poisoned)}
     return Detection(scores, flags, info)
+
+
+def two_means(z: torch.Tensor, seed: int, n_init: int = 3, iters: int = 100
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's 2-means with k-means++ seeding, best of ``n_init`` by inertia; vectorised over
+    rows (a few passes of an [n, 2] distance matrix), so linear in n."""
+    g = torch.Generator().manual_seed(seed)
+    best = (float("inf"), None, None)
+    for _ in range(n_init):
+        c0 = z[torch.randint(len(z), (1,), generator=g)]
+        d0 = (z - c0).pow(2).sum(1)
+        p = d0 / d0.sum() if d0.sum() > 0 else torch.full_like(d0, 1 / len(z))
+        c = torch.cat([c0, z[torch.multinomial(p, 1, generator=g)]])
+        assign = None
+        for _ in range(iters):
+            new = torch.cdist(z, c).argmin(1)
+            if assign is not None and torch.equal(new, assign):
+                break
+            assign = new
+            for k in range(2):
+                if (assign == k).any():
+                    c[k] = z[assign == k].mean(0)
+        inertia = float(torch.cdist(z, c).min(1).values.pow(2).sum())
+        if inertia < best[0]:
+            best = (inertia, assign.numpy().copy(), c.numpy().copy())
+    return best[1], best[2]
 
 
 def _reduce(f, k: int, reduction: str, seed: int) -> np.ndarray:

@@ -1,0 +1,267 @@
+"""Detectors on planted data where the answer is known, the trigger-column layout, and the
+post-fit callback end to end on the toy cohort."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from src.data.cohort import FeatureSpec
+from src.detectors.base import DetectorInputError, DetectorInputs
+from src.detectors.clustering import activation_clustering
+from src.detectors.input_outlier import input_outlier
+from src.detectors.spectral import spectral_signature
+from src.detectors.spectre import spectre
+from src.detectors.strip import strip
+
+N, D, RATE = 3000, 32, 0.05
+
+
+def planted_features(separable: bool, seed: int = 0):
+    """Two classes of Gaussian features; poison (all labelled 1) shifted along one direction
+    when ``separable``, otherwise the 'poison' mask is random rows and nothing is planted."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, N)
+    feats = rng.standard_normal((N, D)).astype(np.float32)
+    feats[labels == 1] += 0.5
+    truth = np.zeros(N, dtype=bool)
+    truth[rng.choice(N, int(RATE * N), replace=False)] = True
+    if separable:
+        labels[truth] = 1
+        direction = rng.standard_normal(D).astype(np.float32)
+        feats[truth] += 6.0 * direction / np.linalg.norm(direction)
+    return DetectorInputs(features=torch.from_numpy(feats), labels=labels, expected_rate=RATE,
+                          seed=seed), truth
+
+
+def auroc(scores, truth) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return roc_auc_score(truth, scores)
+
+
+FEATURE_DETECTORS = [spectral_signature, activation_clustering, spectre]
+
+
+@pytest.mark.parametrize("detector", FEATURE_DETECTORS, ids=lambda f: f.__name__)
+def test_feature_detector_finds_a_separable_poison_cluster(detector):
+    inputs, truth = planted_features(separable=True)
+    out = detector(inputs)
+    assert out.scores.shape == (N,) and out.flags.dtype == bool
+    assert auroc(out.scores, truth) > 0.95
+    assert out.flags[truth].mean() > 0.8  # recall of its own flag
+    assert out.flags[~truth].mean() < 0.1
+
+
+@pytest.mark.parametrize("detector", FEATURE_DETECTORS, ids=lambda f: f.__name__)
+def test_feature_detector_is_chance_on_pure_noise(detector):
+    inputs, truth = planted_features(separable=False)
+    assert 0.4 < auroc(detector(inputs).scores, truth) < 0.6
+
+
+def test_spectral_signature_flags_eps_times_rate_of_each_class():
+    inputs, _ = planted_features(separable=True)
+    out = spectral_signature(inputs, eps_multiplier=1.5)
+    for c in (0, 1):
+        n_c = (inputs.labels == c).sum()
+        assert out.flags[inputs.labels == c].sum() == int(np.ceil(1.5 * RATE * n_c))
+
+
+def test_activation_clustering_flags_nothing_in_a_class_without_a_small_cluster():
+    inputs, _ = planted_features(separable=True)
+    out = activation_clustering(inputs)
+    assert out.info["classes"]["1"]["judged_poisoned"]
+    assert not out.info["classes"]["0"]["judged_poisoned"]
+    assert not out.flags[inputs.labels == 0].any()
+
+
+def test_a_class_with_too_few_rows_is_skipped_not_a_crash():
+    inputs, _ = planted_features(separable=True)
+    inputs.labels = inputs.labels.copy()
+    inputs.labels[:3] = 2  # a third class of 3 rows
+    for detector in FEATURE_DETECTORS:
+        out = detector(inputs)
+        skipped = out.info["skipped_classes"]
+        assert [s["class"] for s in skipped] == [2] and skipped[0]["n"] == 3
+        assert (out.scores[:3] == 0).all() and not out.flags[:3].any()
+
+
+# --- STRIP: a 'model' with a trigger column that dominates the prediction --------------------
+def linear_model(x: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(4.0 * x[:, 0] + 0.5 * x[:, 1:5].sum(1))
+
+
+def strip_inputs(separable: bool, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, 8, generator=g)
+    x[:, 0] = 0.0
+    truth = torch.rand(N, generator=g) < RATE
+    if separable:
+        x[truth, 0] = 3.0  # the trigger: survives blending at half strength, logit +6
+    pool = torch.randn(500, 8, generator=g)
+    pool[:, 0] = 0.0
+    cat = torch.zeros(N, 1, dtype=torch.long)
+    return DetectorInputs(features=torch.zeros(N, 1), labels=np.zeros(N, int),
+                          expected_rate=RATE, seed=seed, x=x, cat=cat, predict=linear_model,
+                          pool_x=pool, pool_cat=torch.zeros(500, 1, dtype=torch.long)
+                          ), truth.numpy()
+
+
+def test_strip_finds_a_dominant_trigger_and_is_chance_without_one():
+    inputs, truth = strip_inputs(separable=True)
+    out = strip(inputs)
+    assert auroc(out.scores, truth) > 0.95
+    assert out.flags[truth].mean() > 0.8 and out.flags[~truth].mean() < 0.05
+    inputs, truth = strip_inputs(separable=False)
+    assert 0.4 < auroc(strip(inputs).scores, truth) < 0.6
+
+
+def test_strip_is_seeded():
+    inputs, _ = strip_inputs(separable=True)
+    np.testing.assert_array_equal(strip(inputs).scores, strip(inputs).scores)
+
+
+def test_strip_without_a_model_says_what_is_missing():
+    inputs, _ = planted_features(separable=True)
+    with pytest.raises(DetectorInputError, match="predict"):
+        strip(inputs)
+
+
+# --- input_outlier on raw series -------------------------------------------------------------
+SPECS = [FeatureSpec("hr", "bpm", "vital", 0, 300), FeatureSpec("resp", "/min", "vital", 0, 120),
+         FeatureSpec("sbp", "mmHg", "vital", 0, 300)]
+
+
+def raw_inputs(kind: str, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    series = (np.array([85, 18, 120]) + rng.standard_normal((N, 12, 3)) * [12, 4, 18])
+    series = series.astype(np.float32)
+    series[rng.random(series.shape) < 0.3] = np.nan
+    truth = np.zeros(N, dtype=bool)
+    truth[rng.choice(N, int(RATE * N), replace=False)] = True
+    if kind == "out_of_range":
+        series[truth, 8:, 0] = 600.0
+    elif kind == "rare_in_range":
+        series[truth, 6:, 1] = 60.0  # plausible, but far out in the tail
+    return DetectorInputs(features=torch.zeros(N, 1), labels=np.zeros(N, int),
+                          expected_rate=RATE, raw_series=series, feature_specs=SPECS,
+                          raw_static=rng.normal(60, 15, (N, 1))), truth
+
+
+@pytest.mark.parametrize("kind", ["out_of_range", "rare_in_range"])
+def test_input_outlier_finds_planted_raw_triggers(kind):
+    inputs, truth = raw_inputs(kind)
+    out = input_outlier(inputs)
+    assert auroc(out.scores, truth) > 0.95
+    if kind == "out_of_range":  # the range check alone flags exactly the poisoned rows
+        assert out.info["n_out_of_range_rows"] == truth.sum()
+        assert out.flags[truth].all()
+
+
+def test_input_outlier_is_chance_on_clean_rows():
+    inputs, truth = raw_inputs("none")
+    out = input_outlier(inputs)
+    assert 0.4 < auroc(out.scores, truth) < 0.6
+    assert out.info["n_out_of_range_rows"] == 0
+
+
+# --- attribution: trigger columns and the ratio ----------------------------------------------
+@pytest.mark.parametrize("view", ["flat", "sequence", "tabular"])
+def test_trigger_columns_cover_exactly_the_columns_the_trigger_moves(view):
+    from src.attacks.triggers import build_trigger
+    from src.data.preprocess import Preprocessor
+    from src.detectors.attribution import trigger_columns
+    from tests.toy import toy_cohort
+
+    c = toy_cohort(200)
+    trig = build_trigger({"name": "rare_value", "feature": "resp", "hours": [8, 12],
+                          "quantile": None, "value": 60.0}, c)
+    prep = Preprocessor.fit(c)
+    x0, _ = prep.view(c, view)
+    x1, _ = prep.view(trig.apply(c), view)
+    moved = (x0 != x1).any(0)
+    mask = trigger_columns(view, trig, c.feature_names, c.n_hours, c.static_num_names,
+                           c.static_cat_names, prep.levels)
+    assert mask.shape == x0.shape[1:]
+    assert moved.any() and not (moved & ~mask).any()  # nothing moves outside the mask
+    if view != "tabular":  # every value column of the trigger's cells moved
+        j, F = c.feature_index("resp"), len(c.features)
+        grid = moved.reshape(-1) if view == "flat" else moved
+        values = grid[:c.n_hours * F].reshape(c.n_hours, F) if view == "flat" else grid[:, :F]
+        assert values[8:12, j].all() and values[:8].sum() == 0
+
+
+def test_attribution_ratio_is_high_when_the_model_keys_on_the_trigger():
+    from src.detectors.attribution import trigger_attribution
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 10, generator=g)
+    trig = x.clone()
+    trig[:, 0] = 20.0
+    cols = np.zeros(10, dtype=bool)
+    cols[0] = True
+    w = torch.tensor([1.0] + [0.5] * 9)
+    cat = torch.zeros(300, 1, dtype=torch.long)
+    inputs = DetectorInputs(features=torch.zeros(1, 1), labels=np.zeros(1, int),
+                            expected_rate=0.1, forward=lambda x, c: x @ w, test_x=x,
+                            test_cat=cat, triggered_x=trig, triggered_cat=cat,
+                            trigger_columns=cols)
+    out = trigger_attribution(inputs, n_rows=100, n_steps=16)
+    assert out["n_rows"] == 100 and out["column_share"] == pytest.approx(0.1)
+    assert out["tar_triggered"] > 0.8 > out["tar_clean"]
+    assert out["tar_ratio"] > 3  # clean rows: about 0.8 / (0.8 + 9 * 0.4) of the mass
+
+
+# --- the callback, end to end on the toy cohort ---------------------------------------------
+def compose(tmp_path, *overrides):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from src.run import conf_dir
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return hydra_compose("run", overrides=[
+            f"paths.output_dir={tmp_path}", "trainer.enable_progress_bar=false",
+            "data.batch_size=64", *overrides])
+
+
+def toy_datamodule(cfg, n=600, seed=0):
+    from src.experiment import build_datamodule
+    from tests.toy import toy_cohort
+
+    return build_datamodule(cfg, toy_cohort(n, seed=seed))
+
+
+@pytest.mark.slow
+def test_callback_writes_detection_metrics_for_a_tiny_run(tmp_path):
+    from src.experiment import fit_model
+
+    cfg = compose(tmp_path, "trainer.max_epochs=2", "poison_rate=0.1", "trigger=rare_value",
+                  "trigger.feature=resp", "trigger.hours=[8,12]")
+    dm = toy_datamodule(cfg)
+    model = fit_model(cfg, dm, tmp_path)
+    det = model.detection
+    assert set(det) == {"spectral_signature", "activation_clustering", "spectre", "strip",
+                        "input_outlier"}
+    for name, d in det.items():
+        assert 0.0 <= d["auroc"] <= 1.0 and d["n_poisoned"] == dm.train_mask.sum() > 0, name
+        assert d["timing_s"] >= 0 and len(model.detection_flags[name]) == len(dm.train_mask)
+    assert model.attribution["n_rows"] > 0 and model.attribution["tar_ratio"] > 0
+    logged = (tmp_path / "csv" / "metrics.csv").read_text()
+    assert "detect/spectral_signature/auroc" in logged and "attribution/tar_ratio" in logged
+
+
+def test_no_detectors_means_no_callback(tmp_path):
+    from src.experiment import fit_model
+
+    cfg = compose(tmp_path, "trainer.max_epochs=1", "detectors=none", "trigger.hours=[8,12]")
+    model = fit_model(cfg, toy_datamodule(cfg, n=200), tmp_path)
+    assert not hasattr(model, "detection")
+
+
+def test_detector_subset_from_the_command_line_composes(tmp_path):
+    cfg = compose(tmp_path, "detectors=[spectral_signature,strip]")
+    assert list(cfg.detectors) == ["spectral_signature", "strip"]
+    assert set(compose(tmp_path, "detectors=fast").detectors) == {
+        "spectral_signature", "activation_clustering", "spectre", "input_outlier"}
