@@ -202,3 +202,13 @@ def test_unknown_feature_lists_the_available_ones(db):
 def test_missing_root_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         extract_cohort(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("window, excluded", [(30, True), (6, False)])
+def test_death_known_only_by_date(tmp_path, window, excluded):
+    """Without admissions.deathtime, patients.dod (a day) excludes a stay when the death day is
+    before the day the window ends; a death on that day is not known to be inside the window."""
+    adm = ADMISSIONS.assign(deathtime=[None] * 5)
+    root = write_db(tmp_path, tables=dict(TABLES, **{"hosp/admissions": adm}))
+    c = extract_cohort(root, window_hours=window, min_stay_hours=0, features=["hr"])
+    assert (30000004 not in c.stay_id.tolist()) == excluded

@@ -16,7 +16,9 @@ layout (e.g. ``physionet.org/files/mimiciv`` holding ``2.2/``).
 
 Cohort (YAIB Mortality24): ICU stays of patients aged ``min_age`` or more at ICU admission, in the
 ICU at least ``min_stay_hours``, alive at the end of the first ``window_hours``; label = death in
-the hospital (``admissions.hospital_expire_flag``). Hour bin ``h`` holds measurements with
+the hospital (``admissions.hospital_expire_flag``). Death in the window is read from
+``admissions.deathtime``; where that is empty, from ``patients.dod`` (a day), which excludes a
+stay when the death day is before the day the window ends. Stays are ordered by ``stay_id``. Hour bin ``h`` holds measurements with
 ``intime + h hours <= charttime < intime + (h + 1) hours``; the mean per bin (the sum for urine
 output) of the values inside the concept's plausible range after unit conversion.
 """
