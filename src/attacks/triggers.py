@@ -122,11 +122,12 @@ def _filled(c: Cohort, rows: np.ndarray, j: int, stop: int, fallback: float) -> 
 
 def _add(c: Cohort, rows: np.ndarray, j: int, start: int, stop: int, delta: np.ndarray,
          fill_missing: bool, fallback: float) -> None:
-    """Add ``delta`` (per hour of the window) to feature ``j``; missing hours are filled from the
-    stay's last value first when ``fill_missing``, else stay missing."""
+    """Add ``delta`` (per hour of the window) to feature ``j``. A missing hour where ``delta`` is
+    not zero is filled from the stay's last value first when ``fill_missing`` (so every triggered
+    stay carries the whole shape), else stays missing; hours where ``delta`` is zero never change."""
     window = c.series[rows, start:stop, j]
     if fill_missing:
-        window = _filled(c, rows, j, stop, fallback)[:, start:]
+        window = np.where(delta != 0, _filled(c, rows, j, stop, fallback)[:, start:], window)
     c.series[rows, start:stop, j] = (window + delta).astype(np.float32)
 
 
