@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -56,6 +58,31 @@ def test_tiny_rates_are_honoured_and_never_silently_zero():
     assert poison_count(0.0, 100) == 0
     with pytest.raises(ValueError, match="rounds to 0 poisoned rows"):
         poison_count(1e-4, 1000)
+
+
+@pytest.mark.parametrize("rate, n, expected", [
+    (1e-4, 20_000, 2), (1e-4, 5_000, 1), (1e-4, 25_000, 3),  # 2.5 rows: half up, not to even
+    (0.5 / 3, 3, 1), (0.15, 10, 2), (0.001, 4_321, 4), (0.1, 4_321, 432), (1.0, 17, 17),
+])
+def test_count_is_rate_times_eligible_rounded_half_up(rate, n, expected):
+    assert poison_count(rate, n) == expected
+
+
+def test_the_suggested_smallest_rate_does_poison_one_row():
+    for n in (7, 999, 4_321, 123_457):
+        with pytest.raises(ValueError, match=r"e\.g\. ([0-9.e-]+)") as e:
+            poison_count(0.4 / n, n)
+        suggested = float(re.search(r"e\.g\. ([0-9.e-]+);", str(e.value)).group(1))
+        assert poison_count(suggested, n) == 1
+
+
+def test_a_rate_of_1e4_poisons_exactly_its_rows_of_a_large_split():
+    big = toy_cohort(n=20_000, hours=2, seed=5)
+    trig = build_trigger({"name": "none"}, big)
+    res = poison(big, trig, 1e-4, target_label=1, seed=0)
+    assert res.n_poisoned == 2 == res.mask.sum() == len(res.rows) and res.n_eligible == 20_000
+    clean = poison(big, trig, 1e-4 * 4, target_label=1, mode="clean", seed=0)
+    assert clean.n_poisoned == round(4e-4 * clean.n_eligible) and clean.n_poisoned >= 1
 
 
 def test_triggered_test_holds_exactly_the_non_target_rows(train):

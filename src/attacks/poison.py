@@ -8,6 +8,7 @@ to zero rows is an error, never a silent clean run.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,12 +28,14 @@ class PoisonResult:
 
 
 def poison_count(rate: float, n_eligible: int) -> int:
-    n = int(round(rate * n_eligible))
+    # half up, not Python's half-to-even: 0.5 rows is one row, 2.5 rows three (the 1e-9 absorbs
+    # float products such as 0.15 * 10 = 1.4999999999999998)
+    n = math.floor(rate * n_eligible + 0.5 + 1e-9)
     if rate > 0 and n == 0:
         raise ValueError(
             f"poison_rate={rate} of {n_eligible} eligible training rows rounds to 0 poisoned "
-            f"rows; the smallest rate that poisons one row here is {0.5 / n_eligible:.2g} "
-            "(use poison_rate=0 for a clean run)")
+            f"rows; poisoning one row here needs poison_rate >= 0.5/{n_eligible} "
+            f"(e.g. {1 / n_eligible:.2g}; use poison_rate=0 for a clean run)")
     return n
 
 
