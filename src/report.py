@@ -200,7 +200,7 @@ def cell_keys(df) -> list[str]:
     ov = pd.DataFrame([parse_overrides(o.split()) for o in df["overrides"].fillna("")],
                       index=df.index)
     for c in ov.columns:
-        if c in df.columns or c == "seed" or c.startswith(("paths.", "hydra.")):
+        if ("." not in c and c in df.columns) or c == "seed" or c.startswith(("paths.", "hydra.")):
             continue
         if ov.loc[ok, c].astype(str).nunique(dropna=False) > 1:
             df[f"override.{c}"] = ov[c].fillna("(default)")
@@ -301,8 +301,21 @@ def _series(df, keys):
         axis=1) + ")"
 
 
-def plot_vs_rate(cells, keys, metrics: list[tuple[str, str]], path: Path, title: str,
-                 ylim: tuple | None = None) -> Path | None:
+def _ylim(metric: str, d) -> tuple[float, float]:
+    """Shares on their natural scale, so panels and figures compare at a glance."""
+    lo = d[["mean", "ci_low"]].min().min()
+    lo = 0.0 if lo != lo else float(lo)  # NaN: no data
+    if metric == "attack.asr":
+        return -0.03, 1.03
+    if metric == "attack.asr_lift":
+        return min(-0.1, lo - 0.03), 1.03
+    if metric == "clean.auroc":
+        return min(0.5, lo - 0.02), 1.0
+    return lo - 0.05, float(d[["mean", "ci_high"]].max().max()) + 0.05
+
+
+def plot_vs_rate(cells, keys, metrics: list[tuple[str, str]], path: Path,
+                 title: str) -> Path | None:
     """One row per metric, one panel per model, one line per trigger, the 95% interval shaded."""
     import matplotlib
 
@@ -318,8 +331,8 @@ def plot_vs_rate(cells, keys, metrics: list[tuple[str, str]], path: Path, title:
     series = sorted(sub["series"].unique())
     colors = {s: plt.cm.tab10(i % 10) for i, s in enumerate(series)}
     nrow, ncol = len(metrics), len(models)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol + 0.6, 2.9 * nrow + 0.6),
-                             squeeze=False, sharex=True, sharey="row")
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol + 1.8, 2.7 * nrow + 0.8),
+                             squeeze=False, sharex=True, sharey="row", layout="constrained")
     for i, (metric, label) in enumerate(metrics):
         for j, model in enumerate(models):
             ax = axes[i][j]
@@ -336,8 +349,7 @@ def plot_vs_rate(cells, keys, metrics: list[tuple[str, str]], path: Path, title:
             _setup_rate_axis(ax, sub["poison_rate"].unique(), where, zero_at)
             if metric == "attack.asr_lift":
                 ax.axhline(0, color="0.4", lw=0.8, ls=":")
-            if ylim:
-                ax.set_ylim(*ylim)
+            ax.set_ylim(*_ylim(metric, sub[sub["metric"] == metric]))
             if i == 0:
                 ax.set_title(f"model: {model}", fontsize=10)
             if j == 0:
@@ -350,9 +362,8 @@ def plot_vs_rate(cells, keys, metrics: list[tuple[str, str]], path: Path, title:
             for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
                 seen.setdefault(lab, h)
     fig.suptitle(title, fontsize=11)
-    fig.legend(list(seen.values()), list(seen.keys()), title="trigger", loc="upper left",
-               bbox_to_anchor=(1.0, 0.9), fontsize=8, title_fontsize=9, frameon=False)
-    fig.tight_layout()
+    fig.legend(list(seen.values()), list(seen.keys()), title="trigger",
+               loc="outside right upper", fontsize=8, title_fontsize=9, frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
@@ -385,12 +396,16 @@ def plot_detection(cells, path: Path) -> Path | None:
     models = sorted(m["model"].astype(str).unique()) if "model" in m else ["all"]
     triggers = sorted(m["trigger"].astype(str).unique())
     dets = sorted(m["detector"].unique())
-    fig, axes = plt.subplots(1, len(models), squeeze=False,
-                             figsize=(1.0 * len(dets) * len(models) + 2.2 * len(models),
-                                     0.45 * len(triggers) + 2.0))
+    ncol = min(2, len(models))  # two panels a row keeps the numbers legible
+    nrow = math.ceil(len(models) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, squeeze=False, layout="constrained",
+                             figsize=((0.8 * len(dets) + 1.8) * ncol + 1.0,
+                                      (0.38 * len(triggers) + 1.7) * nrow + 0.5))
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
     im = None
-    for j, model in enumerate(models):
-        ax = axes[0][j]
+    for k, model in enumerate(models):
+        ax, j = axes.flat[k], k % ncol
         d = m[m["model"].astype(str) == model] if "model" in m else m
         grid = np.full((len(triggers), len(dets)), np.nan)
         for _, r in d.iterrows():
@@ -406,8 +421,8 @@ def plot_detection(cells, path: Path) -> Path | None:
         ax.set_xlabel("detector")
         if j == 0:
             ax.set_ylabel("trigger")
-    cb = fig.colorbar(im, ax=axes[0].tolist(), fraction=0.04, pad=0.02)
-    cb.set_label("detection AUROC (0.5 = chance)")
+    cb = fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.05, pad=0.02, aspect=30)
+    cb.set_label("detection AUROC (0.5: chance)")
     fig.suptitle("Detection AUROC: mean over seeds and poison rates > 0", fontsize=11)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")

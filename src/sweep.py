@@ -73,8 +73,7 @@ def finished_results(cfg: DictConfig) -> dict | None:
         log.info("re-running %s: its results.json is from a different config", path.parent)
         return None
     msg = f"skipped  {path.parent} (finished before with status ok and the same config)"
-    log.info(msg)
-    print(msg, flush=True)
+    log.info(msg)  # Hydra's job logging: the console and the job's run.log
     return old
 
 
@@ -222,8 +221,7 @@ class SweepCallback(Callback):
             return
         sweep_dir = Path(str(config.hydra.sweep.dir))
         line = f"{progress_line(sweep_dir)} (job {config.hydra.job.num} ended)"
-        log.info(line)
-        print(line, flush=True)
+        log.info(line)  # the console (also from joblib workers) and the job's run.log
         try:
             with open(sweep_dir / PROGRESS_FILE, "a") as f:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")

@@ -1,0 +1,196 @@
+"""Sweeps through the real command line: aggregate at the end, failures recorded without stopping
+the sweep, resume skips finished jobs, parallel and cluster launchers; plus the plumbing in
+src/sweep.py (job count, progress, threads per job, unique sweep folders)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from src import sweep as sw
+from src.run import conf_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_sweep(*args, cache: Path, sweep_dir: Path, timeout=600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "src.run", "-m", *args, f"paths.cache_dir={cache}",
+           f"hydra.sweep.dir={sweep_dir}", "trainer.enable_progress_bar=false"]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONHASHSEED": "0"})
+
+
+def statuses(sweep_dir: Path) -> dict[str, str]:
+    return {p.parent.name: json.loads(p.read_text())["status"]
+            for p in sweep_dir.glob("*/results.json")}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def hydra_cfg(*overrides):
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return compose("run", overrides=list(overrides), return_hydra_config=True)
+
+
+# --- fast: configuration and plumbing --------------------------------------------------------------
+@pytest.mark.parametrize("overrides, n", [
+    (["+sweep=smoke"], 4),
+    (["+sweep=smoke", "seed=0"], 2),  # the command line replaces the grid's values of a key
+    (["+sweep=quick"], 12),
+    (["+sweep=paper"], 10 * 5 * 5 * 4),
+    (["+sweep=smoke", "model=mlp,lstm"], 8),
+])
+def test_job_count_follows_the_grid_and_the_command_line(overrides, n):
+    h = hydra_cfg(overrides[0]).hydra
+    h.overrides.task = overrides  # as the command line hands them to the sweeper (sweeps too)
+    assert sw.count_jobs(h) == n
+
+
+@pytest.mark.parametrize("name", ["smoke", "quick", "paper"])
+def test_every_option_a_grid_names_exists(name):
+    params = yaml.safe_load((ROOT / "conf" / "sweep" / f"{name}.yaml").read_text())
+    params = params["hydra"]["sweeper"]["params"]
+    for group in ("trigger", "model", "detectors", "experiment", "data"):
+        for option in str(params.get(group, "")).split(",") if group in params else []:
+            assert (ROOT / "conf" / group / f"{option.strip()}.yaml").is_file(), (group, option)
+    assert "seed" in params and "poison_rate" in params
+
+
+def test_two_sweeps_started_in_the_same_second_get_different_folders():
+    a = hydra_cfg().hydra.sweep.dir
+    b = hydra_cfg().hydra.sweep.dir
+    assert a != b and a.startswith("multirun/") and time.strftime("%Y-%m-%d") in a
+    c, d = hydra_cfg().hydra.run.dir, hydra_cfg().hydra.run.dir
+    assert c != d
+
+
+def test_threads_per_job_divide_the_cores_between_parallel_jobs(monkeypatch):
+    monkeypatch.delenv(sw.THREADS_ENV, raising=False)
+    monkeypatch.setattr(sw, "cpu_count", lambda: 8)
+    joblib = OmegaConf.create({"launcher": {"_target_": "x.JoblibLauncher", "n_jobs": 2}})
+    assert sw.thread_budget(joblib) == 4
+    joblib.launcher.n_jobs = -1  # one job per core
+    assert sw.thread_budget(joblib) == 1
+    assert sw.thread_budget(joblib, n_total=2) == 4  # only 2 jobs: 2 workers busy
+    slurm = OmegaConf.create({"launcher": {"_target_": "x.submitit_launcher.SlurmLauncher",
+                                           "cpus_per_task": 3}})
+    assert sw.thread_budget(slurm) == 3
+    basic = OmegaConf.create({"launcher": {"_target_": "hydra.BasicLauncher"}})
+    assert sw.thread_budget(basic) is None  # sequential: torch's default (every core)
+    monkeypatch.setenv(sw.THREADS_ENV, "2")
+    assert sw.thread_budget(joblib) == 2
+    monkeypatch.setenv(sw.THREADS_ENV, "lots")
+    with pytest.raises(ValueError, match="ICU_BACKDOOR_THREADS='lots'.*positive integer"):
+        sw.thread_budget(joblib)
+
+
+def test_progress_counts_results_and_estimates_from_this_invocations_jobs(tmp_path):
+    start = 1_000_000.0
+    (tmp_path / sw.STATE_FILE).write_text(json.dumps({"start": start, "total": 5}))
+    for i, mtime in enumerate([start - 50, start + 20, start + 40]):  # job 0: an earlier run
+        (tmp_path / str(i)).mkdir()
+        p = tmp_path / str(i) / "results.json"
+        p.write_text("{}")
+        os.utime(p, (mtime, mtime))
+    line = sw.progress_line(tmp_path, now=start + 60)
+    # 3 of 5 done; 2 finished in this invocation in 60 s: 30 s each, 2 left: about 60 s
+    assert line == "progress 3/5 jobs, elapsed 1 min 00 s, about 1 min 00 s left"
+    assert sw.progress_line(tmp_path / "nothing") == "progress 0/? jobs"
+
+
+def test_resume_skips_only_a_finished_job_with_the_same_config(tmp_path):
+    from src.experiment import _skeleton, write_json_atomic
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose("run", overrides=[f"paths.output_dir={tmp_path}"])
+    assert sw.finished_results(cfg) is None  # nothing there yet
+    r = _skeleton(cfg)
+    write_json_atomic(tmp_path / "results.json", {**r, "status": "ok"})
+    assert sw.finished_results(cfg)["status"] == "ok"
+    cfg.trainer.max_epochs = 1  # a config edit the overrides do not show
+    assert sw.finished_results(cfg) is None
+    write_json_atomic(tmp_path / "results.json", {**_skeleton(cfg), "status": "failed"})
+    assert sw.finished_results(cfg) is None  # failed: run again
+
+
+# --- slow: the real command line -------------------------------------------------------------------
+@pytest.mark.slow
+def test_smoke_sweep_ends_with_summary_figures_and_report(cache, tmp_path):
+    d = tmp_path / "sweep"
+    p = run_sweep("+sweep=smoke", cache=cache, sweep_dir=d)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert statuses(d) == {str(i): "ok" for i in range(4)}
+    df = pd.read_csv(d / "summary.csv")
+    assert len(df) == 4 and set(df["poison_rate"]) == {0.0, 0.1} and set(df["seed"]) == {0, 1}
+    assert len(pd.read_parquet(d / "summary.parquet")) == 4
+    assert "detection.spectral_signature.auroc" in df.columns  # detectors=fast in the grid
+    cells = pd.read_csv(d / "cells.csv")
+    assert set(cells[cells.metric == "attack.asr"]["n"]) == {2}  # 2 seeds per cell
+    for png in ("asr", "clean_auroc", "detection_auroc"):
+        assert (d / "figures" / f"{png}.png").stat().st_size > 10_000
+    md = (d / "report.md").read_text()
+    assert "| rare_value | mlp | 0.1 | 2 |" in md and "Failed jobs" not in md
+    progress = (d / "progress.log").read_text().splitlines()
+    assert len(progress) == 4 and "progress 4/4 jobs" in progress[-1]
+    assert "report" in p.stdout and "(4/4 jobs ok)" in p.stdout
+
+
+@pytest.mark.slow
+def test_failed_jobs_are_recorded_the_sweep_goes_on_and_a_rerun_skips_finished_jobs(cache,
+                                                                                     tmp_path):
+    d = tmp_path / "sweep"
+    # job 0 runs; job 1 fails at fit (negative learning rate); jobs 2, 3 fail the config check
+    args = ("+sweep=smoke", "seed=0", "poison_rate=0.1,1.5", "model.optimizer.lr=0.001,-1.0")
+    p = run_sweep(*args, cache=cache, sweep_dir=d)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert statuses(d) == {"0": "ok", "1": "failed", "2": "failed", "3": "failed"}
+    df = pd.read_csv(d / "summary.csv").set_index("job")
+    assert "learning rate" in df.loc[1, "error"].lower()
+    assert df.loc[2, "error_type"] == "ConfigError" and "poison_rate=1.5" in df.loc[2, "error"]
+    md = (d / "report.md").read_text()
+    assert "## Failed jobs" in md and "poison_rate=1.5" in md
+    assert "FAILED   job 1" in p.stdout
+
+    mtimes = {j: (d / j / "results.json").stat().st_mtime_ns for j in "0123"}
+    p = run_sweep(*args, cache=cache, sweep_dir=d)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"skipped  {d / '0'}" in p.stdout and p.stdout.count("skipped  ") == 1
+    after = {j: (d / j / "results.json").stat().st_mtime_ns for j in "0123"}
+    assert after["0"] == mtimes["0"]  # finished: not run again
+    assert all(after[j] > mtimes[j] for j in "123")  # failed: run again (and failed again)
+    assert len(pd.read_csv(d / "summary.csv")) == 4
+
+
+@pytest.mark.slow
+def test_joblib_runs_jobs_in_parallel_processes_with_limited_threads(cache, tmp_path):
+    d = tmp_path / "sweep"
+    p = run_sweep("+sweep=smoke", "seed=0", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                  cache=cache, sweep_dir=d)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert statuses(d) == {"0": "ok", "1": "ok"}
+    expected = max(1, sw.cpu_count() // 2)
+    for j in "01":
+        assert f"torch threads for this job: {expected}" in (d / j / "run.log").read_text()
+    assert (d / "report.md").is_file() and len(pd.read_csv(d / "summary.csv")) == 2
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_a_two_job_sweep_the_cluster_way(cache, tmp_path):
+    d = tmp_path / "sweep"
+    p = run_sweep("+sweep=smoke", "seed=0", "hydra/launcher=submitit_local", cache=cache,
+                  sweep_dir=d)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert statuses(d) == {"0": "ok", "1": "ok"}
+    assert (d / ".submitit").is_dir()  # went through submitit's pickled jobs
+    assert len(pd.read_csv(d / "summary.csv")) == 2 and (d / "report.md").is_file()
