@@ -90,8 +90,10 @@ def test_mimiciv_source_reads_a_root_like_synthetic(cache, tmp_path):
 
 
 def test_bad_sources_are_clear(tmp_path):
-    with pytest.raises(NotImplementedError, match="yaib"):
+    with pytest.raises(FileNotFoundError, match=r"dyn\.parquet not found"):
         load_cohort({"source": "yaib", "path": str(tmp_path)}, tmp_path)
+    with pytest.raises(ValueError, match="data.path is required"):
+        load_cohort({"source": "yaib", "path": None}, tmp_path)
     with pytest.raises(ValueError, match="not one of synthetic, mimiciv, yaib"):
         load_cohort({"source": "eicu"}, tmp_path)
     with pytest.raises(ValueError, match="data.root is required"):

@@ -5,7 +5,7 @@
 - ``synthetic``: a synthetic MIMIC-IV (``n_stays``, ``seed``) generated once into
   ``cache_dir/synthetic-mimiciv/<hash>/`` and read by the same extractor as real data;
 - ``mimiciv``: a MIMIC-IV root (``root``; layout in ``src.data.mimiciv.extract``);
-- ``yaib``: a YAIB / ricu cohort (``path``), not yet implemented.
+- ``yaib``: a YAIB / ricu cohort folder (``path``; dyn, sta, outc parquet; ``src.data.yaib``).
 
 The extracted Cohort is cached in ``cache_dir/cohorts/<source>-<hash>/`` (``Cohort.save``, atomic)
 with its attrition in ``cache_dir/cohorts/<source>-<hash>.attrition.json`` (written first, so a
@@ -62,7 +62,14 @@ def cohort_identity(data_cfg) -> dict:
         raise ValueError(f"data.source={source!r} is not one of {', '.join(SOURCES)}")
     ident: dict = {"source": source, "cache_version": CACHE_VERSION}
     if source == "yaib":
-        ident["path"] = str(Path(_need(cfg, "path", "the YAIB cohort folder")).expanduser().resolve())
+        from src.data.yaib import file_paths
+
+        path = Path(_need(cfg, "path", "the YAIB cohort folder")).expanduser().resolve()
+        ident["path"] = str(path)
+        ident["window_hours"] = int(cfg.get("window_hours", DEFAULTS["window_hours"]))
+        feats = cfg.get("features")
+        ident["features"] = list(feats) if feats is not None else None
+        ident["files"] = {k: _stat(p) for k, p in file_paths(path).items()}
         return ident
     for k, default in DEFAULTS.items():
         v = cfg.get(k, default)
@@ -140,10 +147,6 @@ def load_cohort_with_attrition(data_cfg, cache_dir: str | Path) -> tuple[Cohort,
 
     cfg = _plain(data_cfg)
     ident = cohort_identity(cfg)
-    if ident["source"] == "yaib":
-        raise NotImplementedError("data.source='yaib' is not implemented yet (a later issue adds "
-                                  "the YAIB/ricu dyn/sta/outc parquet reader); use 'synthetic' or "
-                                  "'mimiciv'")
     path = Path(cache_dir) / "cohorts" / f"{ident['source']}-{_hash(ident)}"
     if path.is_dir():
         t0 = time.perf_counter()
@@ -152,6 +155,13 @@ def load_cohort_with_attrition(data_cfg, cache_dir: str | Path) -> tuple[Cohort,
         log.info("loaded cohort from cache %s: %d stays, prevalence %.3f, in %.2f s",
                  path, len(cohort), cohort.summary()["prevalence"], time.perf_counter() - t0)
         return cohort, attrition
+    if ident["source"] == "yaib":
+        from src.data.yaib import load_yaib
+
+        cohort, attrition = load_yaib(ident["path"], window_hours=ident["window_hours"],
+                                      features=ident["features"])
+        return _store(path, cohort, {**attrition, "cohort_key": path.name,
+                                     "cohort_identity": ident})
     if ident["source"] == "synthetic":
         root = synthetic_tables(ident["n_stays"], ident["seed"], cache_dir)
     else:
@@ -163,10 +173,16 @@ def load_cohort_with_attrition(data_cfg, cache_dir: str | Path) -> tuple[Cohort,
                                 min_stay_hours=ident["min_stay_hours"], min_age=ident["min_age"],
                                 features=ident["features"])
     attrition = {**attrition, "cohort_key": path.name, "cohort_identity": ident}
+    _store(path, cohort, attrition)
+    log.info("extracted and cached cohort in %.1f s: %s", time.perf_counter() - t0, path)
+    return cohort, attrition
+
+
+def _store(path: Path, cohort: Cohort, attrition: dict) -> tuple[Cohort, dict]:
+    """Cache ``cohort`` at ``path``, its attrition first (a cached cohort always has one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(_attrition_path(path), attrition)
     cohort.save(path)
-    log.info("extracted and cached cohort in %.1f s: %s", time.perf_counter() - t0, path)
     log.info("attrition: %s", json.dumps({k: v for k, v in attrition.items()
                                            if k not in ("cohort_identity",)}))
     return cohort, attrition

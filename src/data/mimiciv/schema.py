@@ -118,22 +118,58 @@ STATIC_CAT_COLUMNS = [
     ("insurance", "admissions", "insurance"),
 ]
 
-CONCEPT_BY_NAME = {c.name: c for c in CONCEPTS}
+# The rest of the ricu / YAIB lab concepts (YAIB's Mortality24 cohorts carry all of them). Not
+# extracted by default (``features: null`` keeps the set above, which the synthetic generator
+# writes); name them in ``data.features`` to extract them from real MIMIC-IV. They also give YAIB
+# cohorts their units and plausible ranges.
+EXTRA_CONCEPTS: tuple[Concept, ...] = (
+    Concept("alp", "alkaline phosphatase", "IU/L", "lab", 0, None, _le(50863, uom="IU/L")),
+    Concept("alt", "alanine aminotransferase", "IU/L", "lab", 0, None, _le(50861, uom="IU/L")),
+    Concept("ast", "aspartate aminotransferase", "IU/L", "lab", 0, None, _le(50878, uom="IU/L")),
+    Concept("be", "base excess", "mEq/L", "lab", -25, 25, _le(50802, uom="mEq/L")),
+    Concept("bili_dir", "bilirubin direct", "mg/dL", "lab", 0, 50, _le(50883, uom="mg/dL")),
+    Concept("bnd", "band form neutrophils", "%", "lab", None, None, _le(51144, uom="%")),
+    Concept("ca", "calcium", "mg/dL", "lab", 4, 20, _le(50893, uom="mg/dL")),
+    Concept("cai", "calcium ionized", "mmol/L", "lab", 0.5, 2, _le(50808, uom="mmol/L")),
+    Concept("ck", "creatine kinase", "IU/L", "lab", 0, None, _le(50910, uom="IU/L")),
+    Concept("ckmb", "creatine kinase MB", "ng/mL", "lab", 0, None, _le(50911, uom="ng/mL")),
+    Concept("crp", "C-reactive protein", "mg/L", "lab", 0, None,
+            (Source("labevents", 50889, "mg/dL", mult=10.0),)),
+    Concept("fgn", "fibrinogen", "mg/dL", "lab", 0, 1500, _le(51214, uom="mg/dL")),
+    Concept("lymph", "lymphocytes", "%", "lab", 0, 100, _le(51244, uom="%")),
+    Concept("mch", "mean corpuscular hemoglobin", "pg", "lab", 0, None, _le(51248, uom="pg")),
+    Concept("mchc", "mean corpuscular hemoglobin concentration", "%", "lab", 20, 50,
+            _le(51249, uom="%")),
+    Concept("mcv", "mean corpuscular volume", "fL", "lab", 50, 150, _le(51250, uom="fL")),
+    Concept("methb", "methemoglobin", "%", "lab", 0, 100, _le(50814, uom="%")),
+    Concept("neut", "neutrophils", "%", "lab", 0, 100, _le(51256, uom="%")),
+    Concept("phos", "phosphate", "mg/dL", "lab", 0, 40, _le(50970, uom="mg/dL")),
+    Concept("ptt", "partial thromboplastin time", "sec", "lab", 0, None, _le(51275, uom="sec")),
+    Concept("tnt", "troponin t", "ng/mL", "lab", 0, None, _le(51003, uom="ng/mL")),
+)
+
+CONCEPT_BY_NAME = {c.name: c for c in CONCEPTS + EXTRA_CONCEPTS}
 
 
 def concept_names() -> list[str]:
+    """The default feature set (``features: null``)."""
     return [c.name for c in CONCEPTS]
 
 
+def all_concept_names() -> list[str]:
+    """Every concept ``data.features`` may name: the default set, then the extra labs."""
+    return [c.name for c in CONCEPTS + EXTRA_CONCEPTS]
+
+
 def select_concepts(names: list[str] | tuple[str, ...] | None) -> list[Concept]:
-    """Concepts by name in the order given (all, in schema order, for None)."""
+    """Concepts by name in the order given (the default set, in schema order, for None)."""
     if names is None:
         return list(CONCEPTS)
     names = list(names)
     unknown = [n for n in names if n not in CONCEPT_BY_NAME]
     if unknown:
         raise KeyError(f"unknown feature concept(s) {', '.join(map(repr, unknown))}; "
-                       f"available: {', '.join(concept_names())}")
+                       f"available: {', '.join(all_concept_names())}")
     if len(set(names)) != len(names):
         raise ValueError(f"feature concepts listed twice: {names}")
     if not names:
