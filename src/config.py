@@ -59,7 +59,7 @@ class RareValueTrigger(TriggerSchema):
 
     name: str = "rare_value"
     feature: str = "resp"
-    hours: list[int] = field(default_factory=lambda: [18, 24])  # [start, stop) from admission
+    hours: list[int] = field(default_factory=lambda: [12, 24])  # [start, stop) from admission
     quantile: float = 0.995  # value = this quantile of the clean training split...
     value: float | None = None  # ...unless a value in raw units is given
 
