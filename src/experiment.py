@@ -44,8 +44,19 @@ def run_experiment(cfg: DictConfig) -> dict:
     return results
 
 
+# Known, harmless notices from Lightning that would bury the run's own output: our module's
+# transfer_batch_to_device is deliberate (benchmarks/bench_training.py), and the LeafSpec
+# deprecation is Lightning's own call into torch.
+QUIET_WARNINGS = (r".*overridden `transfer_batch_to_device`.*", r".*LeafSpec.*is deprecated.*")
+
+
 def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
+    import warnings
+
     import lightning as L
+
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
 
     from src.data.sources import load_cohort
 
