@@ -159,7 +159,7 @@ def load_cohort_with_attrition(data_cfg, cache_dir: str | Path) -> tuple[Cohort,
         from src.data.yaib import load_yaib
 
         cohort, attrition = load_yaib(ident["path"], window_hours=ident["window_hours"],
-                                      features=ident["features"])
+                                      features=ident["features"], cache_dir=cache_dir)
         return _store(path, cohort, {**attrition, "cohort_key": path.name,
                                      "cohort_identity": ident})
     if ident["source"] == "synthetic":
@@ -171,7 +171,7 @@ def load_cohort_with_attrition(data_cfg, cache_dir: str | Path) -> tuple[Cohort,
              ident["window_hours"], ident["min_stay_hours"], ident["min_age"])
     cohort, attrition = extract(root, window_hours=ident["window_hours"],
                                 min_stay_hours=ident["min_stay_hours"], min_age=ident["min_age"],
-                                features=ident["features"])
+                                features=ident["features"], cache_dir=cache_dir)
     attrition = {**attrition, "cohort_key": path.name, "cohort_identity": ident}
     _store(path, cohort, attrition)
     log.info("extracted and cached cohort in %.1f s: %s", time.perf_counter() - t0, path)
