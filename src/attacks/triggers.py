@@ -55,7 +55,7 @@ def none(train: Cohort) -> Trigger:
     return Trigger(name="none", params={})
 
 
-def rare_value(train: Cohort, feature: str = "resp", hours=(18, 24), quantile: float = 0.995,
+def rare_value(train: Cohort, feature: str = "resp", hours=(12, 24), quantile: float = 0.995,
                value: float | None = None) -> Trigger:
     """Set ``feature`` to a rare but plausible value over ``hours``: ``value`` in raw units, or
     the ``quantile`` of the feature's observed values in the clean training split."""
