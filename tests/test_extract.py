@@ -212,3 +212,37 @@ def test_death_known_only_by_date(tmp_path, window, excluded):
     root = write_db(tmp_path, tables=dict(TABLES, **{"hosp/admissions": adm}))
     c = extract_cohort(root, window_hours=window, min_stay_hours=0, features=["hr"])
     assert (30000004 not in c.stay_id.tolist()) == excluded
+
+
+def test_events_cache_gives_the_same_cohort_and_is_reused(db, tmp_path, caplog, monkeypatch):
+    import logging
+
+    from src.data.mimiciv import extract as ex
+
+    caplog.set_level(logging.INFO, logger="src.data")
+    direct, _ = extract(db, window_hours=6, features=FEATURES)
+    cached, _ = extract(db, window_hours=6, features=FEATURES, cache_dir=tmp_path / "c")
+    np.testing.assert_array_equal(cached.series, direct.series)
+    np.testing.assert_array_equal(cached.static_num, direct.static_num)
+    assert len(list((tmp_path / "c" / "events").iterdir())) == 1
+    # a second extraction with another window and feature set reads only the parquet cache
+    monkeypatch.setattr(ex, "_filtered_sql", lambda *a: pytest.fail("read the csv again"))
+    monkeypatch.setattr(ex, "stays_sql", lambda *a: pytest.fail("read the csv again"))
+    caplog.clear()
+    again, _ = extract(db, window_hours=3, features=["hr"], cache_dir=tmp_path / "c")
+    assert "events cache hit" in caplog.text
+    monkeypatch.undo()
+    expected, _ = extract(db, window_hours=3, features=["hr"])
+    assert again.stay_id.tolist() == expected.stay_id.tolist() and len(again) == 3
+    np.testing.assert_array_equal(again.series, expected.series)
+    np.testing.assert_array_equal(again.static_num, expected.static_num)
+
+
+def test_wrong_roots_name_the_layouts(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"hosp/patients\.csv\.gz.*v2\.2, v3\.0 and v3\.1"):
+        extract_cohort(tmp_path / "empty")
+    write_db(tmp_path / "two" / "2.2")
+    write_db(tmp_path / "two" / "3.1")
+    with pytest.raises(FileNotFoundError, match=r"several MIMIC-IV versions \(2\.2, 3\.1\)"):
+        extract_cohort(tmp_path / "two")

@@ -53,8 +53,9 @@ from src.data.mimiciv.schema import (
 log = logging.getLogger("src.data")
 
 LAYOUT_HELP = ("expected MIMIC-IV's layout <root>/hosp/*.csv.gz and <root>/icu/*.csv.gz "
-               "(v2.x and v3.x; .csv also accepted; or a root holding one folder with that layout, "
-               "e.g. physionet.org/files/mimiciv/ holding 2.2/)")
+               "(as PhysioNet ships v2.2, v3.0 and v3.1, and the mimic-iv-demo 2.2; .csv also "
+               "accepted; or a root holding one folder with that layout, e.g. "
+               "physionet.org/files/mimiciv/ holding 3.1/)")
 
 
 # --- files ---------------------------------------------------------------------------------
