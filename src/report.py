@@ -400,7 +400,7 @@ def plot_detection(cells, path: Path) -> Path | None:
     nrow = math.ceil(len(models) / ncol)
     fig, axes = plt.subplots(nrow, ncol, squeeze=False, layout="constrained",
                              figsize=((0.8 * len(dets) + 1.8) * ncol + 1.0,
-                                      (0.38 * len(triggers) + 1.7) * nrow + 0.5))
+                                      (0.38 * max(len(triggers), 3) + 1.7) * nrow + 0.5))
     for ax in axes.flat[len(models):]:
         ax.set_visible(False)
     im = None
@@ -445,9 +445,8 @@ def write_markdown(sweep_dir: Path, df, cells, keys, figures: dict, out: Path) -
     bad = df[df["status"] != "ok"]
     lines = [f"# Sweep report: {sweep_dir}", "",
              f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m src.report`.", "",
-             f"**Jobs:** {len(df)} — {n_ok} ok, {len(bad)} not ok "
-             f"({', '.join(f'{v} {k}' for k, v in bad['status'].value_counts().items()) or '0'})."
-             ]
+             f"**Jobs:** {len(df)}: {n_ok} ok"
+             + "".join(f", {v} {k}" for k, v in bad["status"].value_counts().items()) + "."]
     grid = []
     for k in [*keys, "seed"]:
         if k in df.columns:
