@@ -159,7 +159,7 @@ def load_cohort_with_attrition(data_cfg, cache_dir: str | Path) -> tuple[Cohort,
         from src.data.yaib import load_yaib
 
         cohort, attrition = load_yaib(ident["path"], window_hours=ident["window_hours"],
-                                      features=ident["features"], cache_dir=cache_dir)
+                                      features=ident["features"])
         return _store(path, cohort, {**attrition, "cohort_key": path.name,
                                      "cohort_identity": ident})
     if ident["source"] == "synthetic":
