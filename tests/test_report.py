@@ -169,6 +169,7 @@ def test_only_failed_jobs_still_give_a_report(tmp_path):
     assert "(no finished jobs)" in out["report"].read_text()
 
 
+@pytest.mark.slow
 def test_cli_writes_the_report_and_rejects_a_missing_folder(sweep, tmp_path):
     p = subprocess.run([sys.executable, "-m", "src.report", str(sweep), "--out",
                         str(tmp_path / "rep")], cwd=ROOT, capture_output=True, text=True,
