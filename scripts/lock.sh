@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 UV_VERSION=0.13.9
 LOCK=requirements.lock
 LOCAL_WHEELS=${LOCAL_WHEELS:-/opt/wheels}
-mode=write
+mode="write"
 extra=()
 case "${1:-}" in
   "") ;;
