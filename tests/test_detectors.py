@@ -213,6 +213,23 @@ def test_attribution_ratio_is_high_when_the_model_keys_on_the_trigger():
     assert out["tar_ratio"] > 3  # clean rows: about 0.8 / (0.8 + 9 * 0.4) of the mass
 
 
+def test_batched_gradients_match_captums_default():
+    from captum.attr import IntegratedGradients
+
+    from src.detectors.attribution import batch_gradients
+
+    net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    def forward(x, c):
+        return net(x).squeeze(-1)
+    x = torch.randn(20, 6)
+    cat = torch.zeros(20, 1, dtype=torch.long)
+    ref = IntegratedGradients(forward).attribute(x, additional_forward_args=(cat,), n_steps=8)
+    ig = IntegratedGradients(forward)
+    ig.gradient_func = batch_gradients
+    fast = ig.attribute(x, additional_forward_args=(cat,), n_steps=8)
+    torch.testing.assert_close(fast, ref)
+
+
 # --- the callback, end to end on the toy cohort ---------------------------------------------
 def compose(tmp_path, *overrides):
     from hydra import compose as hydra_compose
