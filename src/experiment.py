@@ -280,6 +280,10 @@ def print_summary(r: dict, out: Path) -> None:
         if isinstance(d, dict) and "auroc" in d:
             lines.append(f"detect   {name:<22} AUROC {d['auroc']:.3f}  AP {d['ap']:.3f}  "
                          f"TPR@5%FPR {d['tpr_at_5fpr']:.3f}")
+    a = r.get("attribution") or {}
+    if "tar_ratio" in a:
+        lines.append(f"attrib   TAR triggered {a['tar_triggered']:.3f}  clean {a['tar_clean']:.3f}"
+                     f"  (uniform {a['column_share']:.3f}, share of |IG| on trigger columns)")
     if r.get("defense"):
         d = r["defense"]
         lines.append(f"defense  {d.get('name')}: ASR {d['attack']['asr']:.3f}  "
