@@ -105,7 +105,8 @@ def cpu_count() -> int:
 def thread_budget(hydra_cfg: DictConfig, n_total: int | None = None) -> int | None:
     """Torch threads for one job, so parallel jobs do not oversubscribe the cores: the
     ``ICU_BACKDOOR_THREADS`` environment variable if set; with the joblib launcher the cores
-    divided by the number of concurrent jobs; with submitit the job's ``cpus_per_task``; else None
+    divided by the number of concurrent jobs; with submitit the job's ``cpus_per_task`` (local
+    submitit without it: the cores divided by the jobs, which all run at once); else None
     (torch's default: every core, right for a single run or a sequential sweep)."""
     env = os.environ.get(THREADS_ENV)
     if env:
@@ -126,6 +127,8 @@ def thread_budget(hydra_cfg: DictConfig, n_total: int | None = None) -> int | No
         return max(1, cores // workers)
     if "submitit" in target and launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)
+    if target.endswith("submitit_launcher.LocalLauncher"):  # every job at once, here
+        return max(1, cpu_count() // max(1, n_total or cpu_count()))
     return None
 
 

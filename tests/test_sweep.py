@@ -86,6 +86,10 @@ def test_threads_per_job_divide_the_cores_between_parallel_jobs(monkeypatch):
     slurm = OmegaConf.create({"launcher": {"_target_": "x.submitit_launcher.SlurmLauncher",
                                            "cpus_per_task": 3}})
     assert sw.thread_budget(slurm) == 3
+    local = OmegaConf.create({"launcher": {
+        "_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+        "cpus_per_task": None}})
+    assert sw.thread_budget(local, n_total=2) == 4
     basic = OmegaConf.create({"launcher": {"_target_": "hydra.BasicLauncher"}})
     assert sw.thread_budget(basic) is None  # sequential: torch's default (every core)
     monkeypatch.setenv(sw.THREADS_ENV, "2")
