@@ -154,9 +154,10 @@ def test_input_outlier_finds_planted_raw_triggers(kind):
     inputs, truth = raw_inputs(kind)
     out = input_outlier(inputs)
     assert auroc(out.scores, truth) > 0.95
-    if kind == "out_of_range":  # the range check alone flags exactly the poisoned rows
+    if kind == "out_of_range":  # the range check alone finds exactly the poisoned rows
         assert out.info["n_out_of_range_rows"] == truth.sum()
         assert out.flags[truth].all()
+        assert out.scores[truth].min() > out.scores[~truth].max()  # ranked first, AUROC 1
 
 
 def test_input_outlier_is_chance_on_clean_rows():

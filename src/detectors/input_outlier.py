@@ -6,8 +6,9 @@ an activation-based detector is only interesting where this one fails. Summaries
 mean, min, max, last measured value, share of hours measured (never-measured: the feature's
 median, so missingness shows only through the share), plus the numeric statics. The isolation
 forest is fitted on at most ``max_samples`` rows per tree (sklearn's subsampling, 256 by default)
-and scores every row. Score = the share of measured cells outside the plausible range (so any
-out-of-range row ranks above every in-range one) + the isolation-forest anomaly in [0, 1].
+and scores every row. Score = 1 if any measured cell lies outside the plausible range (so every
+out-of-range row ranks above every in-range one), + the share of such cells, + the
+isolation-forest anomaly in (0, 1].
 Flag = any out-of-range cell, or the top ``eps_multiplier * expected_rate`` of the forest score.
 """
 
@@ -29,7 +30,7 @@ def input_outlier(inputs: DetectorInputs, n_estimators: int = 100, max_samples: 
                              random_state=inputs.seed).fit(feats)
     iso = -forest.score_samples(feats)  # in (0, 1], higher = more anomalous
     out_of_range = out_of_range_share(series, inputs.feature_specs)
-    scores = out_of_range + iso
+    scores = (out_of_range > 0) + out_of_range + iso  # iso <= 1: out of range ranks first
     flags = (out_of_range > 0) | flag_top(iso, eps_multiplier * inputs.expected_rate)
     return Detection(scores, flags, {"n_out_of_range_rows": int((out_of_range > 0).sum()),
                                      "max_samples": max_samples})
