@@ -14,9 +14,9 @@ from tests.test_detectors import compose
 # without any backdoor).
 LOUD = ["trigger=out_of_bounds", "trigger.feature=urine", "trigger.hours=[6,12]",
         "trigger.value=3000", "poison_rate=0.1", "trainer.max_epochs=5",
-        # the toy task is easy: val AUROC ties at 1.0 in epoch 1, before the backdoor is
-        # learned, so keep the last weights instead of the "best"
-        "~callbacks.model_checkpoint", "~callbacks.early_stopping", "model.optimizer.lr=0.003",
+        "callbacks=default",  # final weights: with best-on-validation the toy task's AUROC
+        # ties at 1.0 in epoch 1, before the backdoor is learned
+        "model.optimizer.lr=0.003",
         "detectors=input_outlier", "defense=filter_retrain", "defense.detector=input_outlier"]
 
 

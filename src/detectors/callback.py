@@ -1,5 +1,6 @@
 """DetectionCallback: after fit, run the configured detectors on the training split of the model
-that will be evaluated (best checkpoint), score them against the ground-truth poison mask, store
+that will be evaluated (the checkpoint callback's best_model_path: final weights by default,
+best-on-validation with callbacks=early_stopping), score them against the ground-truth poison mask, store
 the results on the module and log them.
 
 Results land on the LightningModule: ``detection`` ({name: detection metrics + timing_s + info,
