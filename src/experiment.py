@@ -39,9 +39,16 @@ def run_experiment(cfg: DictConfig) -> dict:
         raise
     finally:
         results["timings"] = {**clock.laps, "total_s": clock.total()}
-        write_json_atomic(out / "results.json", results)
-    print_summary(results, out)
+        if _rank_zero():
+            write_json_atomic(out / "results.json", results)
+    if _rank_zero():
+        print_summary(results, out)
     return results
+
+
+def _rank_zero() -> bool:
+    """Under trainer=ddp every rank runs this function; one of them speaks for the run."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
 
 
 # Known, harmless notices from Lightning that would bury the run's own output: our module's
@@ -213,8 +220,10 @@ def _environment(pyversion: str) -> dict:
         import lightning
         import torch
 
+        # intra-op threads change float reduction order, hence the last digits of the metrics:
+        # "same config and seed, same numbers" holds for the same thread count
         env.update(torch=torch.__version__, lightning=lightning.__version__,
-                   cuda=torch.cuda.is_available())
+                   cuda=torch.cuda.is_available(), torch_threads=torch.get_num_threads())
     except ImportError:
         pass
     return env

@@ -59,3 +59,20 @@ def test_unseen_category_maps_to_unknown_not_out_of_range():
     c.static_cat[0, 1] = 99
     _, cat = p.view(c, "tabular")
     assert cat[0, 1] == 0 and (cat[1:] == c.static_cat[1:]).all()
+
+
+def test_index_batches_shard_disjointly_and_evenly_across_ranks():
+    import torch
+
+    from src.data.datamodule import IndexBatches, Tensors
+
+    n = 103
+    t = Tensors(torch.arange(n, dtype=torch.float32)[:, None], torch.zeros(n, 1, dtype=torch.long),
+                torch.zeros(n))
+    shards = [IndexBatches(t, 10, shuffle=True, seed=4, rank=r, world=3) for r in range(3)]
+    rows = [torch.cat([x[:, 0] for x, _, _ in s]).long() for s in shards]
+    assert all(len(r) == 34 for r in rows) and all(len(s) == 4 for s in shards)
+    seen = torch.cat(rows)
+    assert len(set(seen.tolist())) == len(seen) == 102  # disjoint, one row sits out
+    single = IndexBatches(t, 10, shuffle=True, seed=4)
+    assert sorted(torch.cat([x[:, 0] for x, _, _ in single]).long().tolist()) == list(range(n))

@@ -38,14 +38,23 @@ class Tensors:
 
 class IndexBatches:
     """Batches as index slices of in-memory tensors. Shuffled batches draw a fresh permutation
-    from their own generator each epoch, seeded, so a run replays exactly."""
+    from their own generator each epoch, seeded, so a run replays exactly.
 
-    def __init__(self, t: Tensors, batch_size: int, shuffle: bool = False, seed: int = 0):
+    Under data-parallel training (``world`` > 1) every rank draws the same permutation and keeps
+    its own stride of it, truncated so that all ranks take the same number of steps (the few
+    rows beyond ``world * (n // world)`` sit out that epoch, differently each epoch)."""
+
+    def __init__(self, t: Tensors, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 rank: int = 0, world: int = 1):
         self.t, self.batch_size, self.shuffle, self.seed = t, batch_size, shuffle, seed
+        self.rank, self.world = rank, world
         self.epoch = 0
 
+    def _rows(self) -> int:
+        return len(self.t) // self.world if self.world > 1 else len(self.t)
+
     def __len__(self) -> int:
-        return (len(self.t) + self.batch_size - 1) // self.batch_size
+        return (self._rows() + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
         n, b = len(self.t), self.batch_size
@@ -53,7 +62,9 @@ class IndexBatches:
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             self.epoch += 1
             perm = torch.randperm(n, generator=g)
-            for i in range(0, n, b):
+            if self.world > 1:
+                perm = perm[: self._rows() * self.world][self.rank :: self.world]
+            for i in range(0, len(perm), b):
                 idx = perm[i:i + b]
                 yield self.t.x[idx], self.t.cat[idx], self.t.y[idx]
         else:
@@ -133,7 +144,10 @@ class PoisonedDataModule(L.LightningDataModule):
         return IndexBatches(self.data[name], self.batch_size, shuffle=shuffle, seed=self.seed)
 
     def train_dataloader(self):
-        return self.loader("train", shuffle=True)
+        t = self.trainer
+        rank, world = (t.global_rank, t.world_size) if t is not None else (0, 1)
+        return IndexBatches(self.data["train"], self.batch_size, shuffle=True, seed=self.seed,
+                            rank=rank, world=world)
 
     def val_dataloader(self):
         return self.loader("val")
