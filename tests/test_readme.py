@@ -1,0 +1,30 @@
+"""The README's single-run commands compose and pass the start-up check (the manual stays true)."""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from src.config import validate
+from src.run import conf_dir
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+COMMANDS = [line.split("#")[0].strip()
+            for line in re.findall(r"^python -m src\.run(?! -m)[^\n]*", README, re.M)]
+
+
+def test_the_readme_shows_commands():
+    assert len(COMMANDS) >= 8
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_readme_command_composes_and_validates(command):
+    args = shlex.split(command)[3:]
+    if args[:1] == ["--cfg"]:
+        args = args[2:]  # Hydra's own flag and its value
+    overrides = args
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        cfg = compose("run", overrides=overrides)
+    validate(cfg)
