@@ -48,11 +48,12 @@ def make_inputs(n: int, seed: int = 0):
 
     @torch.no_grad()
     def predict(xb, cb):
-        return torch.cat([torch.sigmoid(mlp(xb[i:i + 65536])).squeeze(-1)
-                          for i in range(0, len(xb), 65536)])
+        return torch.cat(
+            [torch.sigmoid(mlp(xb[i : i + 65536])).squeeze(-1) for i in range(0, len(xb), 65536)]
+        )
 
     rng = np.random.default_rng(seed)
-    series = (rng.standard_normal((n, 12, 8), dtype=np.float32) * 10 + 80)
+    series = rng.standard_normal((n, 12, 8), dtype=np.float32) * 10 + 80
     series[rng.random(series.shape, dtype=np.float32) < 0.3] = np.nan
     series[truth.numpy(), 8:, 0] = 130.0  # in range, rare
     specs = [FeatureSpec(f"f{j}", "u", "vital", 0, 300) for j in range(8)]
@@ -62,10 +63,25 @@ def make_inputs(n: int, seed: int = 0):
     trig_x = x.clone()
     trig_x[:, :4] = 3.0
     inputs = DetectorInputs(
-        features=feats, labels=labels.numpy(), expected_rate=RATE, seed=seed, x=x, cat=cat,
-        predict=predict, pool_x=x[~truth][:10_000], pool_cat=cat[:10_000], raw_series=series,
-        raw_static=None, feature_specs=specs, forward=lambda xb, cb: mlp(xb).squeeze(-1),
-        test_x=x, test_cat=cat, triggered_x=trig_x, triggered_cat=cat, trigger_columns=cols)
+        features=feats,
+        labels=labels.numpy(),
+        expected_rate=RATE,
+        seed=seed,
+        x=x,
+        cat=cat,
+        predict=predict,
+        pool_x=x[~truth][:10_000],
+        pool_cat=cat[:10_000],
+        raw_series=series,
+        raw_static=None,
+        feature_specs=specs,
+        forward=lambda xb, cb: mlp(xb).squeeze(-1),
+        test_x=x,
+        test_cat=cat,
+        triggered_x=trig_x,
+        triggered_cat=cat,
+        trigger_columns=cols,
+    )
     return inputs, truth.numpy()
 
 
@@ -79,10 +95,15 @@ def detectors():
     from src.detectors.spectre import spectre
     from src.detectors.strip import strip
 
-    return {"spectral_signature": spectral_signature,
-            "activation_clustering": activation_clustering, "spectre": spectre,
-            "strip": strip, "input_outlier": input_outlier, "attribution": None,
-            "_attribution": partial(trigger_attribution, n_steps=32)}
+    return {
+        "spectral_signature": spectral_signature,
+        "activation_clustering": activation_clustering,
+        "spectre": spectre,
+        "strip": strip,
+        "input_outlier": input_outlier,
+        "attribution": None,
+        "_attribution": partial(trigger_attribution, n_steps=32),
+    }
 
 
 def main() -> None:
@@ -90,9 +111,13 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--budget", type=float, default=180.0, help="seconds per detector and N")
     ap.add_argument("--only", nargs="*", default=None, help="detector names to time")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads (1: on a shared, oversubscribed machine more "
-                         "threads spin-wait and run up to ~80x slower; raise it on a quiet one)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1: on a shared, oversubscribed machine more "
+        "threads spin-wait and run up to ~80x slower; raise it on a quiet one)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from sklearn.metrics import roc_auc_score
@@ -124,8 +149,7 @@ def main() -> None:
     print("\ngrowth per tenfold N (10 = linear)")
     for name in names:
         t = times[name]
-        growth = [f"{b / a:5.1f}" if a and b else "  -  " for a, b in
-                  zip(t, t[1:], strict=False)]
+        growth = [f"{b / a:5.1f}" if a and b else "  -  " for a, b in zip(t, t[1:], strict=False)]
         cells = " ".join(f"{x:8.2f}" if x is not None else "       -" for x in t)
         print(f"{name:<22} {cells}   growth {' '.join(growth)}")
 

@@ -72,30 +72,46 @@ def _pandas_reference(root: Path) -> dict:
 
     from src.data.mimiciv.schema import CONCEPTS, STATIC_CHART_CONCEPTS
 
-    stays = pd.read_csv(root / "icu/icustays.csv.gz", usecols=["stay_id", "subject_id", "intime"],
-                        parse_dates=["intime"])
+    stays = pd.read_csv(
+        root / "icu/icustays.csv.gz",
+        usecols=["stay_id", "subject_id", "intime"],
+        parse_dates=["intime"],
+    )
     keys = {"chartevents": "stay_id", "outputevents": "stay_id", "labevents": "subject_id"}
     vcol = {"chartevents": "valuenum", "labevents": "valuenum", "outputevents": "value"}
-    rows = [(s.table, s.itemid, j, s.mult, s.add, c.low, c.high)
-            for j, c in enumerate(list(CONCEPTS) + list(STATIC_CHART_CONCEPTS)) for s in c.sources]
+    rows = [
+        (s.table, s.itemid, j, s.mult, s.add, c.low, c.high)
+        for j, c in enumerate(list(CONCEPTS) + list(STATIC_CHART_CONCEPTS))
+        for s in c.sources
+    ]
     itemmap = pd.DataFrame(rows, columns=["tbl", "itemid", "fidx", "mult", "add", "low", "high"])
     parts, n_rows = [], {}
     for tbl, k in keys.items():
         m = itemmap[itemmap.tbl == tbl].drop(columns="tbl")
         n = 0
         path = root / next(f for f in EVENT_FILES if tbl in f)
-        for chunk in pd.read_csv(path, usecols=[k, "charttime", "itemid", vcol[tbl]],
-                                 chunksize=1_000_000):
+        for chunk in pd.read_csv(
+            path, usecols=[k, "charttime", "itemid", vcol[tbl]], chunksize=1_000_000
+        ):
             n += len(chunk)
             chunk = chunk[chunk.itemid.isin(m.itemid) & chunk[vcol[tbl]].notna()]
-            chunk = chunk.merge(m, on="itemid").merge(stays[["stay_id", "subject_id", "intime"]]
-                                                      if k == "subject_id" else
-                                                      stays[["stay_id", "intime"]], on=k)
+            chunk = chunk.merge(m, on="itemid").merge(
+                stays[["stay_id", "subject_id", "intime"]]
+                if k == "subject_id"
+                else stays[["stay_id", "intime"]],
+                on=k,
+            )
             dt = (pd.to_datetime(chunk.charttime) - chunk.intime).dt.total_seconds()
             v = chunk[vcol[tbl]] * chunk["mult"] + chunk["add"]
             ok = (dt >= 0) & (dt < 24 * 3600) & ~(v < chunk.low) & ~(v > chunk.high)
-            g = pd.DataFrame({"stay_id": chunk.stay_id[ok], "fidx": chunk.fidx[ok],
-                              "hour": (dt[ok] // 3600).astype(np.int64), "v": v[ok]})
+            g = pd.DataFrame(
+                {
+                    "stay_id": chunk.stay_id[ok],
+                    "fidx": chunk.fidx[ok],
+                    "hour": (dt[ok] // 3600).astype(np.int64),
+                    "v": v[ok],
+                }
+            )
             parts.append(g.groupby(["stay_id", "fidx", "hour"]).v.agg(["sum", "count"]))
         n_rows[tbl] = n
     agg = pd.concat(parts).groupby(level=[0, 1, 2]).sum()
@@ -104,8 +120,7 @@ def _pandas_reference(root: Path) -> dict:
 
 # --- parent ---------------------------------------------------------------------------------
 def run_child(kind: str, root: Path, cache: str | Path = "") -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.bench_extract", "--child", kind, str(root),
-           str(cache)]
+    cmd = [sys.executable, "-m", "benchmarks.bench_extract", "--child", kind, str(root), str(cache)]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{p.stderr[-3000:]}")
@@ -145,9 +160,11 @@ def measure(size: int, workdir: Path, pandas: bool) -> dict:
 
 def report(results: list[dict]) -> str:
     lines = []
-    head = (f"{'chart rows':>11} {'all rows':>11} {'gz MB':>6} | {'zcat s':>7} | {'first s':>8} "
-            f"{'Mrows/s':>7} {'peak MB':>7} | {'cached s':>8} {'peak MB':>7} | {'pandas s':>8} "
-            f"{'peak MB':>7} | {'first/zcat':>10} {'pandas/first':>12} {'first/cached':>12}")
+    head = (
+        f"{'chart rows':>11} {'all rows':>11} {'gz MB':>6} | {'zcat s':>7} | {'first s':>8} "
+        f"{'Mrows/s':>7} {'peak MB':>7} | {'cached s':>8} {'peak MB':>7} | {'pandas s':>8} "
+        f"{'peak MB':>7} | {'first/zcat':>10} {'pandas/first':>12} {'first/cached':>12}"
+    )
     lines.append(head)
     lines.append("-" * len(head))
     for r in results:
@@ -160,34 +177,57 @@ def report(results: list[dict]) -> str:
             f"{z:>7.1f} | {f:>8.1f} {tot / f / 1e6:>7.2f} {r['first']['peak_mb']:>7.0f} | "
             f"{c:>8.1f} {r['cached']['peak_mb']:>7.0f} | {ps:>8.1f} "
             f"{p.get('peak_mb', float('nan')):>7.0f} | {f / z:>10.2f} {ps / f:>12.2f} "
-            f"{f / c:>12.1f}")
+            f"{f / c:>12.1f}"
+        )
     for a, b in zip(results, results[1:], strict=False):
         ra = sum(b["rows"].values()) / sum(a["rows"].values())
-        g = {k: (b[k]["seconds"] / a[k]["seconds"]) / ra for k in ("zcat", "first", "cached")
-             if k in a and k in b}
-        lines.append(f"growth {a['size']:.0e} -> {b['size']:.0e} rows x{ra:.1f}: time/rows "
-                     + ", ".join(f"{k} {v:.2f}" for k, v in g.items()) + " (1.00 = linear)")
+        g = {
+            k: (b[k]["seconds"] / a[k]["seconds"]) / ra
+            for k in ("zcat", "first", "cached")
+            if k in a and k in b
+        }
+        lines.append(
+            f"growth {a['size']:.0e} -> {b['size']:.0e} rows x{ra:.1f}: time/rows "
+            + ", ".join(f"{k} {v:.2f}" for k, v in g.items())
+            + " (1.00 = linear)"
+        )
     last = results[-1]
     tot = sum(last["rows"].values())
     full = sum(FULL_V31.values())
-    lines.append(f"extrapolated to MIMIC-IV v3.1 ({full / 1e6:.0f}M chartevents+labevents rows) "
-                 f"at the largest size's rate: first pass {full / tot * last['first']['seconds'] / 60:.1f}"
-                 f" min, zcat {full / tot * last['zcat']['seconds'] / 60:.1f} min"
-                 + (f", pandas {full / tot * last['pandas']['seconds'] / 60:.1f} min"
-                    if "pandas" in last else "")
-                 + " (synthetic rows keep ~95% after the itemid filter; real chartevents far "
-                   "fewer, so real first passes are closer to the zcat floor)")
-    lines.append("targets: first/zcat <= 1.0, pandas/first >= 1.5, first/cached >= 10, "
-                 "peak MB < 2048 at every size")
+    lines.append(
+        f"extrapolated to MIMIC-IV v3.1 ({full / 1e6:.0f}M chartevents+labevents rows) "
+        f"at the largest size's rate: first pass {full / tot * last['first']['seconds'] / 60:.1f}"
+        f" min, zcat {full / tot * last['zcat']['seconds'] / 60:.1f} min"
+        + (
+            f", pandas {full / tot * last['pandas']['seconds'] / 60:.1f} min"
+            if "pandas" in last
+            else ""
+        )
+        + " (synthetic rows keep ~95% after the itemid filter; real chartevents far "
+        "fewer, so real first passes are closer to the zcat floor)"
+    )
+    lines.append(
+        "targets: first/zcat <= 1.0, pandas/first >= 1.5, first/cached >= 10, "
+        "peak MB < 2048 at every size"
+    )
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", nargs="+", type=float, default=[1e6, 10e6, 50e6],
-                    help="chartevents rows per size (default 1e6 10e6 50e6)")
-    ap.add_argument("--workdir", type=Path, default=REPO / ".cache" / "bench-extract",
-                    help="generated tables are kept here between runs")
+    ap.add_argument(
+        "--sizes",
+        nargs="+",
+        type=float,
+        default=[1e6, 10e6, 50e6],
+        help="chartevents rows per size (default 1e6 10e6 50e6)",
+    )
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=REPO / ".cache" / "bench-extract",
+        help="generated tables are kept here between runs",
+    )
     ap.add_argument("--no-pandas", action="store_true", help="skip the pandas reference")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

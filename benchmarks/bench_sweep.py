@@ -38,18 +38,30 @@ def warm_cache(sweep: str, overrides: list[str], cache: Path) -> float:
     params = dict(cfg.hydra.sweeper.params or {})
     if "experiment" in params:  # e.g. the smoke grid picks its data size through an experiment
         with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-            cfg = compose("run", overrides=[f"+sweep={sweep}",
-                                            f"experiment={params['experiment']}", *plain])
+            cfg = compose(
+                "run", overrides=[f"+sweep={sweep}", f"experiment={params['experiment']}", *plain]
+            )
     t0 = time.perf_counter()
     load_cohort(cfg.data, cache)
     return time.perf_counter() - t0
 
 
-def run_sweep(sweep: str, overrides: list[str], cache: Path, out: Path,
-              launcher: list[str], env: dict) -> tuple[float, dict]:
-    cmd = [sys.executable, "-m", "src.run", "-m", f"+sweep={sweep}", *overrides, *launcher,
-           f"paths.cache_dir={cache}", f"hydra.sweep.dir={out}",
-           "hydra.callbacks.sweep.report=false", "trainer.enable_progress_bar=false"]
+def run_sweep(
+    sweep: str, overrides: list[str], cache: Path, out: Path, launcher: list[str], env: dict
+) -> tuple[float, dict]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "src.run",
+        "-m",
+        f"+sweep={sweep}",
+        *overrides,
+        *launcher,
+        f"paths.cache_dir={cache}",
+        f"hydra.sweep.dir={out}",
+        "hydra.callbacks.sweep.report=false",
+        "trainer.enable_progress_bar=false",
+    ]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -67,8 +79,12 @@ def main() -> None:
     ap.add_argument("--sweep", default="quick", help="a grid from conf/sweep/ (default quick)")
     ap.add_argument("--jobs", type=int, default=2, help="parallel jobs (joblib n_jobs)")
     ap.add_argument("--cache", default=None, help="cache dir (default: a fresh temporary one)")
-    ap.add_argument("--seq-threads", type=int, default=None,
-                    help="torch threads for the sequential run (default: torch's, every core)")
+    ap.add_argument(
+        "--seq-threads",
+        type=int,
+        default=None,
+        help="torch threads for the sequential run (default: torch's, every core)",
+    )
     ap.add_argument("overrides", nargs="*", help="extra overrides for both runs, e.g. seed=0")
     a = ap.parse_args()
 
@@ -81,13 +97,21 @@ def main() -> None:
         env_seq = {**env, "ICU_BACKDOOR_THREADS": str(a.seq_threads)} if a.seq_threads else env
         seq, st_seq = run_sweep(a.sweep, a.overrides, cache, tmp / "seq", [], env_seq)
         print(f"sequential  {seq:7.1f} s  {st_seq}", flush=True)
-        par, st_par = run_sweep(a.sweep, a.overrides, cache, tmp / "par",
-                                ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={a.jobs}"], env)
+        par, st_par = run_sweep(
+            a.sweep,
+            a.overrides,
+            cache,
+            tmp / "par",
+            ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={a.jobs}"],
+            env,
+        )
         print(f"joblib x{a.jobs}   {par:7.1f} s  {st_par}", flush=True)
     n = sum(st_seq.values())
-    print(f"\nsweep={a.sweep} jobs={n} cores={os.cpu_count()}: speed-up {seq / par:.2f} "
-          f"with {a.jobs} parallel jobs (target >= 1.7 for 2 jobs on 2 idle cores; "
-          f"per job: {seq / n:.1f} s sequential, {par / n:.1f} s parallel)")
+    print(
+        f"\nsweep={a.sweep} jobs={n} cores={os.cpu_count()}: speed-up {seq / par:.2f} "
+        f"with {a.jobs} parallel jobs (target >= 1.7 for 2 jobs on 2 idle cores; "
+        f"per job: {seq / n:.1f} s sequential, {par / n:.1f} s parallel)"
+    )
 
 
 if __name__ == "__main__":

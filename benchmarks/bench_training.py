@@ -69,10 +69,18 @@ def run_lightning(cfg, dm, epochs: int) -> float:
     import lightning as L
 
     model = build(cfg, dm)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, deterministic=True)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        deterministic=True,
+    )
     t0 = time.perf_counter()
     trainer.fit(model, train_dataloaders=dm.loader("train", shuffle=True))
     return time.perf_counter() - t0
@@ -109,8 +117,9 @@ def run_dataloader(cfg, dm, epochs: int) -> float:
     model = build(cfg, dm)
     opt = model.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt
-    loader = torch.utils.data.DataLoader(RowDataset(dm.data["train"]),
-                                         batch_size=dm.batch_size, shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        RowDataset(dm.data["train"]), batch_size=dm.batch_size, shuffle=True
+    )
     model.train()
     t0 = time.perf_counter()
     for _ in range(epochs):
@@ -138,18 +147,26 @@ def main() -> None:
 
     torch.set_num_threads(torch.get_num_threads())
     ceiling = matmul_ceiling()
-    print(f"matmul ceiling (float32, 2048^3): {ceiling / 1e9:.1f} GFLOP/s, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'model':<16}{'rows':>7}{'lightning s':>13}{'hand s':>9}{'dataloader s':>14}"
-          f"{'L/hand':>8}{'DL/hand':>9}{'rows/s (L)':>12}{'GFLOP/s (L)':>13}{'% ceiling':>11}")
+    print(
+        f"matmul ceiling (float32, 2048^3): {ceiling / 1e9:.1f} GFLOP/s, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"{'model':<16}{'rows':>7}{'lightning s':>13}{'hand s':>9}{'dataloader s':>14}"
+        f"{'L/hand':>8}{'DL/hand':>9}{'rows/s (L)':>12}{'GFLOP/s (L)':>13}{'% ceiling':>11}"
+    )
     for name in args.models:
         with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-            cfg = compose("run", overrides=[f"model={name}", "poison_rate=0.1",
-                                            *args.overrides])
+            cfg = compose("run", overrides=[f"model={name}", "poison_rate=0.1", *args.overrides])
         cohort = load_cohort(cfg.data, Path(cfg.paths.cache_dir))
-        dm = PoisonedDataModule(cohort, dict(cfg.trigger), view=cfg.model.view,
-                                poison_rate=cfg.poison_rate, target_label=cfg.target_label,
-                                batch_size=cfg.data.batch_size)
+        dm = PoisonedDataModule(
+            cohort,
+            dict(cfg.trigger),
+            view=cfg.model.view,
+            poison_rate=cfg.poison_rate,
+            target_label=cfg.target_label,
+            batch_size=cfg.data.batch_size,
+        )
         dm.setup()
         ways = {"lightning": run_lightning, "hand": run_hand, "dataloader": run_dataloader}
         for fn in ways.values():  # warm-up (allocator, kernels), discarded
@@ -165,10 +182,12 @@ def main() -> None:
         flops_row = 3 * count_forward_flops(build(cfg, dm), t.x, t.cat)
         rate = n * args.epochs / times["lightning"]
         gflops = flops_row * rate / 1e9
-        print(f"{name:<16}{n:>7}{times['lightning']:>13.3f}{times['hand']:>9.3f}"
-              f"{times['dataloader']:>14.3f}{times['lightning'] / times['hand']:>8.2f}"
-              f"{times['dataloader'] / times['hand']:>9.2f}{rate:>12.0f}{gflops:>13.2f}"
-              f"{100 * gflops * 1e9 / ceiling:>10.1f}%")
+        print(
+            f"{name:<16}{n:>7}{times['lightning']:>13.3f}{times['hand']:>9.3f}"
+            f"{times['dataloader']:>14.3f}{times['lightning'] / times['hand']:>8.2f}"
+            f"{times['dataloader'] / times['hand']:>9.2f}{rate:>12.0f}{gflops:>13.2f}"
+            f"{100 * gflops * 1e9 / ceiling:>10.1f}%"
+        )
 
 
 if __name__ == "__main__":

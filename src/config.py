@@ -168,10 +168,16 @@ class DistributionShiftTrigger(TriggerSchema):
 
 
 TRIGGER_SCHEMAS = {
-    "none": NoTrigger, "rare_value": RareValueTrigger, "out_of_bounds": OutOfBoundsTrigger,
-    "pattern": PatternTrigger, "missingness": MissingnessTrigger, "temporal": TemporalTrigger,
-    "frequency_domain": FrequencyDomainTrigger, "static_category": StaticCategoryTrigger,
-    "hybrid": HybridTrigger, "correlation": CorrelationTrigger,
+    "none": NoTrigger,
+    "rare_value": RareValueTrigger,
+    "out_of_bounds": OutOfBoundsTrigger,
+    "pattern": PatternTrigger,
+    "missingness": MissingnessTrigger,
+    "temporal": TemporalTrigger,
+    "frequency_domain": FrequencyDomainTrigger,
+    "static_category": StaticCategoryTrigger,
+    "hybrid": HybridTrigger,
+    "correlation": CorrelationTrigger,
     "distribution_shift": DistributionShiftTrigger,
 }
 
@@ -202,8 +208,11 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("poison_mode") not in POISON_MODES:
         _fail("poison_mode", cfg.get("poison_mode"), f"one of {', '.join(POISON_MODES)}")
     if cfg.get("target_label") not in (0, 1) or isinstance(cfg.get("target_label"), bool):
-        _fail("target_label", cfg.get("target_label"),
-              "a class of the binary mortality task: 0 (survived) or 1 (died)")
+        _fail(
+            "target_label",
+            cfg.get("target_label"),
+            "a class of the binary mortality task: 0 (survived) or 1 (died)",
+        )
     if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
         _fail("seed", cfg.get("seed"), "an integer")
 
@@ -239,8 +248,10 @@ def _known_names(d) -> tuple[list[str] | None, list[str] | None]:
         return (list(d.features) if d.get("features") else None), None
     from src.data.mimiciv.schema import STATIC_CAT_COLUMNS, concept_names
 
-    return (list(d.features) if d.get("features") else concept_names(),
-            [c[0] for c in STATIC_CAT_COLUMNS])
+    return (
+        list(d.features) if d.get("features") else concept_names(),
+        [c[0] for c in STATIC_CAT_COLUMNS],
+    )
 
 
 def _validate_trigger(t, d, key: str) -> None:
@@ -251,8 +262,11 @@ def _validate_trigger(t, d, key: str) -> None:
     if "hours" in t and t.hours is not None:
         h = list(t.hours)
         if len(h) != 2 or not (0 <= h[0] < h[1] <= d.window_hours):
-            _fail(f"{key}.hours", h, f"[start, stop) with 0 <= start < stop <= "
-                  f"data.window_hours={d.window_hours}")
+            _fail(
+                f"{key}.hours",
+                h,
+                f"[start, stop) with 0 <= start < stop <= data.window_hours={d.window_hours}",
+            )
     if "quantile" in t and t.quantile is not None and not 0.0 <= t.quantile <= 1.0:
         _fail(f"{key}.quantile", t.quantile, "a number in [0, 1]")
     features, columns = _known_names(d)
@@ -265,8 +279,11 @@ def _validate_trigger(t, d, key: str) -> None:
             _fail(f"{key}.features", fs, "a list of distinct feature names, at least one")
         bad = [f for f in fs if features is not None and f not in features]
         if bad:
-            _fail(f"{key}.features", fs, f"names of features of the cohort ({bad[0]!r} is not "
-                  f"one): {', '.join(features)}")
+            _fail(
+                f"{key}.features",
+                fs,
+                f"names of features of the cohort ({bad[0]!r} is not one): {', '.join(features)}",
+            )
         for k in ("quantiles", "values"):
             if t.get(k) is not None and len(t[k]) != len(fs):
                 _fail(f"{key}.{k}", list(t[k]), f"one entry per feature of {key}.features={fs}")
@@ -278,8 +295,11 @@ def _validate_trigger(t, d, key: str) -> None:
         _fail(f"{key}.source", t.source, f"a feature other than {key}.feature={t.feature!r}")
     if columns is not None and "column" in t and t.column not in columns:
         _fail(f"{key}.column", t.column, f"a static categorical column: {', '.join(columns)}")
-    choices = {"shape": ("spike", "ramp", "oscillation"), "units": ("raw", "sd"),
-               "mode": ("set", "add")}
+    choices = {
+        "shape": ("spike", "ramp", "oscillation"),
+        "units": ("raw", "sd"),
+        "mode": ("set", "add"),
+    }
     for k, allowed in choices.items():
         if k in t and t[k] not in allowed:
             _fail(f"{key}.{k}", t[k], f"one of {', '.join(allowed)}")
@@ -290,11 +310,18 @@ def _validate_trigger(t, d, key: str) -> None:
     if name == "hybrid":
         for part in ("first", "second"):
             if not isinstance(t.get(part), DictConfig) or "name" not in t[part]:
-                _fail(f"{key}.{part}", t.get(part), f"a trigger config (choose one with "
-                      f"trigger@{key}.{part}=<name>)")
+                _fail(
+                    f"{key}.{part}",
+                    t.get(part),
+                    f"a trigger config (choose one with trigger@{key}.{part}=<name>)",
+                )
         if t.first.name == t.second.name:
-            _fail(f"{key}.second.name", t.second.name, f"a trigger other than {key}.first "
-                  "(combining a trigger with itself is one trigger with other parameters)")
+            _fail(
+                f"{key}.second.name",
+                t.second.name,
+                f"a trigger other than {key}.first "
+                "(combining a trigger with itself is one trigger with other parameters)",
+            )
         for part in ("first", "second"):
             _validate_trigger(t[part], d, f"{key}.{part}")
 
@@ -307,9 +334,12 @@ def _validate_defense(cfg: DictConfig) -> None:
     if defense.get("name") == "filter_retrain":
         flagging = [k for k in (cfg.get("detectors") or {}) if k != "attribution"]
         if defense.get("detector") not in flagging:
-            _fail("defense.detector", defense.get("detector"),
-                  f"a detector that runs in this config: {', '.join(flagging) or 'none'} "
-                  "(choose them with detectors=...)")
+            _fail(
+                "defense.detector",
+                defense.get("detector"),
+                f"a detector that runs in this config: {', '.join(flagging) or 'none'} "
+                "(choose them with detectors=...)",
+            )
 
 
 def to_plain(cfg: DictConfig | dict) -> dict:

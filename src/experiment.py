@@ -34,8 +34,11 @@ def run_experiment(cfg: DictConfig) -> dict:
         results["status"] = "ok"
     except BaseException as e:  # KeyboardInterrupt too: a stopped run is recorded, not lost
         results["status"] = "failed"
-        results["error"] = {"type": type(e).__name__, "message": str(e),
-                            "traceback": traceback.format_exc(limit=20)}
+        results["error"] = {
+            "type": type(e).__name__,
+            "message": str(e),
+            "traceback": traceback.format_exc(limit=20),
+        }
         raise
     finally:
         results["timings"] = {**clock.laps, "total_s": clock.total()}
@@ -77,8 +80,9 @@ def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
     results["counts"] = dm.counts()
     from src.attacks.stealth import stealth_report
 
-    results["stealth"] = stealth_report(dm.trigger, dm.cohort.subset(dm.split.train),
-                                        dm.poisoned.cohort, dm.poisoned.rows)
+    results["stealth"] = stealth_report(
+        dm.trigger, dm.cohort.subset(dm.split.train), dm.poisoned.cohort, dm.poisoned.rows
+    )
     clock.lap("prepare_s")
 
     model = fit_model(cfg, dm, out)  # the detectors run inside, as a post-fit callback
@@ -102,16 +106,23 @@ def build_datamodule(cfg: DictConfig, cohort, drop_train_rows=None):
     from src.data.datamodule import PoisonedDataModule
 
     dm = PoisonedDataModule(
-        cohort, to_plain(cfg.trigger), view=cfg.model.view, poison_rate=cfg.poison_rate,
-        target_label=cfg.target_label, poison_mode=cfg.poison_mode, seed=cfg.seed,
-        test_size=cfg.data.test_size, val_size=cfg.data.val_size,
-        batch_size=cfg.data.batch_size, drop_train_rows=drop_train_rows)
+        cohort,
+        to_plain(cfg.trigger),
+        view=cfg.model.view,
+        poison_rate=cfg.poison_rate,
+        target_label=cfg.target_label,
+        poison_mode=cfg.poison_mode,
+        seed=cfg.seed,
+        test_size=cfg.data.test_size,
+        val_size=cfg.data.val_size,
+        batch_size=cfg.data.batch_size,
+        drop_train_rows=drop_train_rows,
+    )
     dm.setup()
     return dm
 
 
-def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None,
-              detect: bool = True):
+def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None, detect: bool = True):
     """Build the model for ``dm``'s view, fit it, and return it holding its best weights
     (by validation AUROC), loaded from the weights-only checkpoint with ``weights_only=True``.
     With ``detect`` and ``cfg.detectors`` set, the detectors run on those best weights at the
@@ -124,9 +135,11 @@ def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None,
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # same init with or without defense
     encoder = instantiate(cfg.model.encoder, **dm.encoder_dims)
-    model = BackdoorClassifier(encoder, instantiate(cfg.model.optimizer),
-                               instantiate(cfg.model.scheduler) if cfg.model.get("scheduler")
-                               else None)
+    model = BackdoorClassifier(
+        encoder,
+        instantiate(cfg.model.optimizer),
+        instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
+    )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     if ckpt_dir is not None:
         for c in callbacks:
@@ -148,8 +161,9 @@ def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None,
         model.load_state_dict(state)
     model.fit_info = {
         "epochs": int(trainer.current_epoch),
-        "best_val_auroc": float(ckpt.best_model_score) if best and ckpt.best_model_score
-        is not None else None,
+        "best_val_auroc": float(ckpt.best_model_score)
+        if best and ckpt.best_model_score is not None
+        else None,
         "checkpoint": os.path.relpath(best, out) if best else None,
         "train_rows_per_s": len(dm.data["train"]) * max(trainer.current_epoch, 1) / fit_s,
     }
@@ -198,12 +212,22 @@ def _skeleton(cfg: DictConfig) -> dict:
             "trigger": to_plain(cfg.trigger),
             "fingerprint": _fingerprint(cfg),  # a resumed sweep skips a job only on a match
         },
-        "seeds": {"seed": cfg.seed, "data.seed": cfg.data.seed,
-                  "what": "seed drives split, poison rows, weight init, batch order "
-                          "(lightning.seed_everything); data.seed drives the synthetic data"},
+        "seeds": {
+            "seed": cfg.seed,
+            "data.seed": cfg.data.seed,
+            "what": "seed drives split, poison rows, weight init, batch order "
+            "(lightning.seed_everything); data.seed drives the synthetic data",
+        },
         "environment": _environment(sys.version),
-        "data": None, "trigger": None, "counts": None, "stealth": None, "training": None,
-        "clean": None, "attack": None, "detection": None, "attribution": None,
+        "data": None,
+        "trigger": None,
+        "counts": None,
+        "stealth": None,
+        "training": None,
+        "clean": None,
+        "attack": None,
+        "detection": None,
+        "attribution": None,
         "defense": None,
     }
 
@@ -222,8 +246,12 @@ def _environment(pyversion: str) -> dict:
 
         # intra-op threads change float reduction order, hence the last digits of the metrics:
         # "same config and seed, same numbers" holds for the same thread count
-        env.update(torch=torch.__version__, lightning=lightning.__version__,
-                   cuda=torch.cuda.is_available(), torch_threads=torch.get_num_threads())
+        env.update(
+            torch=torch.__version__,
+            lightning=lightning.__version__,
+            cuda=torch.cuda.is_available(),
+            torch_threads=torch.get_num_threads(),
+        )
     except ImportError:
         pass
     return env
@@ -287,16 +315,22 @@ def print_summary(r: dict, out: Path) -> None:
     ]
     for name, d in (r.get("detection") or {}).items():
         if isinstance(d, dict) and "auroc" in d:
-            lines.append(f"detect   {name:<22} AUROC {d['auroc']:.3f}  AP {d['ap']:.3f}  "
-                         f"TPR@5%FPR {d['tpr_at_5fpr']:.3f}")
+            lines.append(
+                f"detect   {name:<22} AUROC {d['auroc']:.3f}  AP {d['ap']:.3f}  "
+                f"TPR@5%FPR {d['tpr_at_5fpr']:.3f}"
+            )
     a = r.get("attribution") or {}
     if "tar_ratio" in a:
-        lines.append(f"attrib   TAR triggered {a['tar_triggered']:.3f}  clean {a['tar_clean']:.3f}"
-                     f"  (uniform {a['column_share']:.3f}, share of |IG| on trigger columns)")
+        lines.append(
+            f"attrib   TAR triggered {a['tar_triggered']:.3f}  clean {a['tar_clean']:.3f}"
+            f"  (uniform {a['column_share']:.3f}, share of |IG| on trigger columns)"
+        )
     if r.get("defense"):
         d = r["defense"]
-        lines.append(f"defense  {d.get('name')}: ASR {d['attack']['asr']:.3f}  "
-                     f"clean AUROC {d['clean']['auroc']:.3f}")
+        lines.append(
+            f"defense  {d.get('name')}: ASR {d['attack']['asr']:.3f}  "
+            f"clean AUROC {d['clean']['auroc']:.3f}"
+        )
     lines.append(f"time     {t['total_s']:.1f} s (fit {t.get('fit_s', 0):.1f} s)")
     lines.append(f"results  {out / 'results.json'}")
     print("\n".join(lines), flush=True)

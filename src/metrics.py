@@ -44,8 +44,9 @@ def predicted_target(prob_death: torch.Tensor, target_label: int) -> torch.Tenso
     return died if target_label == 1 else ~died
 
 
-def attack_metrics(prob_triggered: torch.Tensor, prob_untriggered: torch.Tensor,
-                   target_label: int) -> dict[str, float]:
+def attack_metrics(
+    prob_triggered: torch.Tensor, prob_untriggered: torch.Tensor, target_label: int
+) -> dict[str, float]:
     n = len(prob_triggered)
     if n == 0:
         return {"asr": float("nan"), "base_rate": float("nan"), "asr_lift": float("nan"), "n": 0}

@@ -28,11 +28,26 @@ from pathlib import Path
 from typing import Any
 
 # Sections of results.json flattened into the summary ("data" is the cohort summary).
-SECTIONS = ("counts", "clean", "attack", "detection", "attribution", "stealth", "defense",
-            "training", "timings", "data", "trigger")
+SECTIONS = (
+    "counts",
+    "clean",
+    "attack",
+    "detection",
+    "attribution",
+    "stealth",
+    "defense",
+    "training",
+    "timings",
+    "data",
+    "trigger",
+)
 METRIC_SECTIONS = ("clean", "attack", "detection", "attribution", "stealth", "defense")
-HEADLINE = [("clean.auroc", "clean AUROC"), ("attack.asr", "ASR"),
-            ("attack.base_rate", "base rate"), ("attack.asr_lift", "ASR lift")]
+HEADLINE = [
+    ("clean.auroc", "clean AUROC"),
+    ("attack.asr", "ASR"),
+    ("attack.base_rate", "base rate"),
+    ("attack.asr_lift", "ASR lift"),
+]
 CONFIG_COLS = ("poison_rate", "poison_mode", "target_label")
 MAX_LIST = 20  # longer lists (never patient rows, but noise in a table) stay out of the summary
 CONFIDENCE = 0.95
@@ -59,8 +74,9 @@ def flatten(obj: Any, prefix: str, out: dict) -> None:
         for k, v in obj.items():
             flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
     elif isinstance(obj, list | tuple):
-        if len(obj) <= MAX_LIST and all(isinstance(v, str | int | float | bool | None)
-                                        for v in obj):
+        if len(obj) <= MAX_LIST and all(
+            isinstance(v, str | int | float | bool | None) for v in obj
+        ):
             out[prefix] = json.dumps(obj)
     elif isinstance(obj, str | int | float | bool) or obj is None:
         out[prefix] = obj
@@ -79,15 +95,25 @@ def job_row(job: Path, sweep_dir: Path) -> dict:
     path = job / "results.json"
     if not path.is_file():
         overrides = _hydra_overrides(job)
-        return {"job": rel, "status": "missing", "error_type": None,
-                "error": "no results.json (the job was killed, is still running, or crashed "
-                         "before writing it)",
-                "overrides": " ".join(overrides), **_choices_from_overrides(overrides)}
+        return {
+            "job": rel,
+            "status": "missing",
+            "error_type": None,
+            "error": "no results.json (the job was killed, is still running, or crashed "
+            "before writing it)",
+            "overrides": " ".join(overrides),
+            **_choices_from_overrides(overrides),
+        }
     try:
         r = json.loads(path.read_text())
     except ValueError as e:
-        return {"job": rel, "status": "unreadable", "error_type": type(e).__name__,
-                "error": f"results.json is not valid JSON: {e}", "overrides": ""}
+        return {
+            "job": rel,
+            "status": "unreadable",
+            "error_type": type(e).__name__,
+            "error": f"results.json is not valid JSON: {e}",
+            "overrides": "",
+        }
     cfg = r.get("config") or {}
     err = r.get("error") or {}
     row: dict[str, Any] = {
@@ -154,8 +180,7 @@ def t_interval(values, confidence: float = CONFIDENCE) -> dict:
     x = x[~np.isnan(x)]
     n = len(x)
     if n == 0:
-        return {"n": 0, "mean": math.nan, "sd": math.nan, "ci_low": math.nan,
-                "ci_high": math.nan}
+        return {"n": 0, "mean": math.nan, "sd": math.nan, "ci_low": math.nan, "ci_high": math.nan}
     mean = float(x.mean())
     if n == 1:
         return {"n": 1, "mean": mean, "sd": math.nan, "ci_low": math.nan, "ci_high": math.nan}
@@ -172,14 +197,27 @@ def metric_columns(df) -> list[str]:
     for c in df.columns:
         head, _, leaf = c.partition(".")
         leaf = c.rsplit(".", 1)[-1]
-        if head in METRIC_SECTIONS and not (leaf == "n" or leaf.startswith("n_")) \
-                and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
+        if (
+            head in METRIC_SECTIONS
+            and not (leaf == "n" or leaf.startswith("n_"))
+            and pd.api.types.is_numeric_dtype(df[c])
+            and not pd.api.types.is_bool_dtype(df[c])
+        ):
             out.append(c)
     return out
 
 
-PLAIN_COLS = ("job", "status", "error_type", "error", "overrides", "seed", *CONFIG_COLS,
-              "fingerprint", "schema_version")
+PLAIN_COLS = (
+    "job",
+    "status",
+    "error_type",
+    "error",
+    "overrides",
+    "seed",
+    *CONFIG_COLS,
+    "fingerprint",
+    "schema_version",
+)
 
 
 def cell_keys(df) -> list[str]:
@@ -197,8 +235,9 @@ def cell_keys(df) -> list[str]:
             continue
         if df.loc[ok, c].astype(str).nunique(dropna=False) > 1:
             keys.append(c)
-    ov = pd.DataFrame([parse_overrides(o.split()) for o in df["overrides"].fillna("")],
-                      index=df.index)
+    ov = pd.DataFrame(
+        [parse_overrides(o.split()) for o in df["overrides"].fillna("")], index=df.index
+    )
     for c in ov.columns:
         if ("." not in c and c in df.columns) or c == "seed" or c.startswith(("paths.", "hydra.")):
             continue
@@ -255,8 +294,10 @@ def md_table(header: list[str], rows: list[list[Any]]) -> str:
     def cell(v):
         return str(v).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
+    lines = [
+        "| " + " | ".join(cell(h) for h in header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -278,10 +319,11 @@ def _setup_rate_axis(ax, rates, where, zero_at) -> None:
     ticks = sorted(set(where.values()))
     ax.xaxis.set_major_locator(mticker.FixedLocator(ticks))
     ax.xaxis.set_minor_locator(mticker.NullLocator())
-    ax.xaxis.set_major_formatter(mticker.FixedFormatter(
-        [fmt_rate(0 if t == zero_at else t) for t in ticks]))
+    ax.xaxis.set_major_formatter(
+        mticker.FixedFormatter([fmt_rate(0 if t == zero_at else t) for t in ticks])
+    )
     lo, hi = min(ticks), max(ticks)
-    ax.set_xlim(lo / 10 ** 0.3, hi * 10 ** 0.3)
+    ax.set_xlim(lo / 10**0.3, hi * 10**0.3)
     if zero_at is not None and len(ticks) > 1:
         # a "//" on the axis: the stretch from 0 to the first positive rate is not to scale
         brk = (zero_at * ticks[1]) ** 0.5
@@ -296,9 +338,16 @@ def _series(df, keys):
     extra = [k for k in keys if k not in ("trigger", "model", "poison_rate")]
     if not extra:
         return df["trigger"].astype(str)
-    return df["trigger"].astype(str) + " (" + df[extra].astype(str).apply(
-        lambda r: ", ".join(f"{k.removeprefix('override.')}={v}" for k, v in r.items()),
-        axis=1) + ")"
+    return (
+        df["trigger"].astype(str)
+        + " ("
+        + df[extra]
+        .astype(str)
+        .apply(
+            lambda r: ", ".join(f"{k.removeprefix('override.')}={v}" for k, v in r.items()), axis=1
+        )
+        + ")"
+    )
 
 
 def _ylim(metric: str, d) -> tuple[float, float]:
@@ -314,8 +363,9 @@ def _ylim(metric: str, d) -> tuple[float, float]:
     return lo - 0.05, float(d[["mean", "ci_high"]].max().max()) + 0.05
 
 
-def plot_vs_rate(cells, keys, metrics: list[tuple[str, str]], path: Path,
-                 title: str) -> Path | None:
+def plot_vs_rate(
+    cells, keys, metrics: list[tuple[str, str]], path: Path, title: str
+) -> Path | None:
     """One row per metric, one panel per model, one line per trigger, the 95% interval shaded."""
     import matplotlib
 
@@ -331,8 +381,15 @@ def plot_vs_rate(cells, keys, metrics: list[tuple[str, str]], path: Path,
     series = sorted(sub["series"].unique())
     colors = {s: plt.cm.tab10(i % 10) for i, s in enumerate(series)}
     nrow, ncol = len(metrics), len(models)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol + 1.8, 2.7 * nrow + 0.8),
-                             squeeze=False, sharex=True, sharey="row", layout="constrained")
+    fig, axes = plt.subplots(
+        nrow,
+        ncol,
+        figsize=(3.4 * ncol + 1.8, 2.7 * nrow + 0.8),
+        squeeze=False,
+        sharex=True,
+        sharey="row",
+        layout="constrained",
+    )
     for i, (metric, label) in enumerate(metrics):
         for j, model in enumerate(models):
             ax = axes[i][j]
@@ -362,8 +419,15 @@ def plot_vs_rate(cells, keys, metrics: list[tuple[str, str]], path: Path,
             for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
                 seen.setdefault(lab, h)
     fig.suptitle(title, fontsize=11)
-    fig.legend(list(seen.values()), list(seen.keys()), title="trigger",
-               loc="outside right upper", fontsize=8, title_fontsize=9, frameon=False)
+    fig.legend(
+        list(seen.values()),
+        list(seen.keys()),
+        title="trigger",
+        loc="outside right upper",
+        fontsize=8,
+        title_fontsize=9,
+        frameon=False,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
@@ -398,10 +462,17 @@ def plot_detection(cells, path: Path) -> Path | None:
     dets = sorted(m["detector"].unique())
     ncol = min(2, len(models))  # two panels a row keeps the numbers legible
     nrow = math.ceil(len(models) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, squeeze=False, layout="constrained",
-                             figsize=((0.8 * len(dets) + 1.8) * ncol + 1.0,
-                                      (0.38 * max(len(triggers), 3) + 1.7) * nrow + 0.5))
-    for ax in axes.flat[len(models):]:
+    fig, axes = plt.subplots(
+        nrow,
+        ncol,
+        squeeze=False,
+        layout="constrained",
+        figsize=(
+            (0.8 * len(dets) + 1.8) * ncol + 1.0,
+            (0.38 * max(len(triggers), 3) + 1.7) * nrow + 0.5,
+        ),
+    )
+    for ax in axes.flat[len(models) :]:
         ax.set_visible(False)
     im = None
     for k, model in enumerate(models):
@@ -412,11 +483,11 @@ def plot_detection(cells, path: Path) -> Path | None:
             grid[triggers.index(str(r["trigger"])), dets.index(r["detector"])] = r["mean"]
         im = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
         for (a, b), v in np.ndenumerate(grid):
-            ax.text(b, a, "–" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
-                    fontsize=8)
+            ax.text(b, a, "–" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(dets)), dets, rotation=40, ha="right", fontsize=8)
-        ax.set_yticks(range(len(triggers)), triggers if j == 0 else [""] * len(triggers),
-                      fontsize=8)
+        ax.set_yticks(
+            range(len(triggers)), triggers if j == 0 else [""] * len(triggers), fontsize=8
+        )
         ax.set_title(f"model: {model}", fontsize=10)
         ax.set_xlabel("detector")
         if j == 0:
@@ -443,74 +514,145 @@ def _lookup(cells, keys):
 def write_markdown(sweep_dir: Path, df, cells, keys, figures: dict, out: Path) -> Path:
     n_ok = int((df["status"] == "ok").sum())
     bad = df[df["status"] != "ok"]
-    lines = [f"# Sweep report: {sweep_dir}", "",
-             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m src.report`.", "",
-             f"**Jobs:** {len(df)}: {n_ok} ok"
-             + "".join(f", {v} {k}" for k, v in bad["status"].value_counts().items()) + "."]
+    lines = [
+        f"# Sweep report: {sweep_dir}",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m src.report`.",
+        "",
+        f"**Jobs:** {len(df)}: {n_ok} ok"
+        + "".join(f", {v} {k}" for k, v in bad["status"].value_counts().items())
+        + ".",
+    ]
     grid = []
     for k in [*keys, "seed"]:
         if k in df.columns:
-            vals = sorted({fmt_rate(v) if k == "poison_rate" else str(v)
-                           for v in df[k].dropna()}, key=_natural)
+            vals = sorted(
+                {fmt_rate(v) if k == "poison_rate" else str(v) for v in df[k].dropna()},
+                key=_natural,
+            )
             grid.append(f"- `{k}`: {', '.join(vals)}")
     lines += ["", "**Grid:**", *grid, ""]
     if len(bad):
-        lines += ["## Failed jobs", "",
-                  "Not in the tables and figures below; their folders hold the full error "
-                  "(results.json: error.traceback, run.log).", "",
-                  md_table(["job", "status", "overrides", "error"],
-                           [[r["job"], r["status"], r.get("overrides") or "",
-                             f"{r.get('error_type') or ''}: {_short(r.get('error'))}"]
-                            for r in bad.to_dict("records")]), ""]
+        lines += [
+            "## Failed jobs",
+            "",
+            "Not in the tables and figures below; their folders hold the full error "
+            "(results.json: error.traceback, run.log).",
+            "",
+            md_table(
+                ["job", "status", "overrides", "error"],
+                [
+                    [
+                        r["job"],
+                        r["status"],
+                        r.get("overrides") or "",
+                        f"{r.get('error_type') or ''}: {_short(r.get('error'))}",
+                    ]
+                    for r in bad.to_dict("records")
+                ],
+            ),
+            "",
+        ]
     look = _lookup(cells, keys)
-    lines += ["## Clean performance and attack", "",
-              "Mean over seeds with the 95% t-interval over seeds in brackets; `(n=1)`: a single "
-              "seed, no interval. ASR: share of triggered non-target test rows predicted as the "
-              "target; base rate: the same rows without the trigger; lift = ASR − base rate.", ""]
+    lines += [
+        "## Clean performance and attack",
+        "",
+        "Mean over seeds with the 95% t-interval over seeds in brackets; `(n=1)`: a single "
+        "seed, no interval. ASR: share of triggered non-target test rows predicted as the "
+        "target; base rate: the same rows without the trigger; lift = ASR − base rate.",
+        "",
+    ]
     rows = []
     for cell, stats in sorted(look.items(), key=lambda kv: tuple(map(_natural, kv[0]))):
         n = max((s["n"] for s in stats.values()), default=0)
-        rows.append([*(_show(k, v) for k, v in zip(keys, cell, strict=True)), n,
-                     *(fmt_ci(stats.get(m)) for m, _ in HEADLINE)])
-    lines += [md_table([*(k.removeprefix("override.") for k in keys), "seeds",
-                        *(lab for _, lab in HEADLINE)], rows) if rows else "(no finished jobs)",
-              ""]
-    for name, caption in (("asr", "ASR and ASR lift against poison rate"),
-                          ("clean_auroc", "Clean AUROC against poison rate"),
-                          ("detection_auroc", "Detection AUROC, trigger × detector")):
+        rows.append(
+            [
+                *(_show(k, v) for k, v in zip(keys, cell, strict=True)),
+                n,
+                *(fmt_ci(stats.get(m)) for m, _ in HEADLINE),
+            ]
+        )
+    lines += [
+        md_table(
+            [*(k.removeprefix("override.") for k in keys), "seeds", *(lab for _, lab in HEADLINE)],
+            rows,
+        )
+        if rows
+        else "(no finished jobs)",
+        "",
+    ]
+    for name, caption in (
+        ("asr", "ASR and ASR lift against poison rate"),
+        ("clean_auroc", "Clean AUROC against poison rate"),
+        ("detection_auroc", "Detection AUROC, trigger × detector"),
+    ):
         if figures.get(name):
             lines += [f"![{caption}]({figures[name].relative_to(out).as_posix()})", ""]
     if figures.get("asr") or figures.get("clean_auroc"):
-        lines += ["Figures: poison rate on a log axis; rate 0 (no poisoning) is drawn one decade "
-                  "left of the smallest positive rate, past the `//` mark. Shaded: 95% "
-                  "t-interval over seeds (none where a cell has one seed).", ""]
-    det = sorted({m.split(".")[1] for m in cells["metric"]
-                  if m.startswith("detection.") and m.endswith(".auroc")}) if len(cells) else []
+        lines += [
+            "Figures: poison rate on a log axis; rate 0 (no poisoning) is drawn one decade "
+            "left of the smallest positive rate, past the `//` mark. Shaded: 95% "
+            "t-interval over seeds (none where a cell has one seed).",
+            "",
+        ]
+    det = (
+        sorted(
+            {
+                m.split(".")[1]
+                for m in cells["metric"]
+                if m.startswith("detection.") and m.endswith(".auroc")
+            }
+        )
+        if len(cells)
+        else []
+    )
     if det:
-        lines += ["## Detection", "",
-                  "AUROC of each detector's suspicion scores against the ground-truth poison "
-                  "mask of the training split (poisoned cells only).", ""]
+        lines += [
+            "## Detection",
+            "",
+            "AUROC of each detector's suspicion scores against the ground-truth poison "
+            "mask of the training split (poisoned cells only).",
+            "",
+        ]
         rows = []
         for cell, stats in sorted(look.items(), key=lambda kv: tuple(map(_natural, kv[0]))):
             if "poison_rate" in keys and float(cell[keys.index("poison_rate")]) == 0:
                 continue
-            rows.append([*(_show(k, v) for k, v in zip(keys, cell, strict=True)),
-                         *(fmt_ci(stats.get(f"detection.{d}.auroc")) for d in det)])
+            rows.append(
+                [
+                    *(_show(k, v) for k, v in zip(keys, cell, strict=True)),
+                    *(fmt_ci(stats.get(f"detection.{d}.auroc")) for d in det),
+                ]
+            )
         lines += [md_table([*(k.removeprefix("override.") for k in keys), *det], rows), ""]
-    stealth = sorted({m for m in cells["metric"] if m.startswith("stealth.")}) \
-        if len(cells) else []
+    stealth = sorted({m for m in cells["metric"] if m.startswith("stealth.")}) if len(cells) else []
     if stealth:
         lines += ["## Stealth", ""]
-        rows = [[*(_show(k, v) for k, v in zip(keys, cell, strict=True)),
-                 *(fmt_ci(stats.get(m)) for m in stealth)]
-                for cell, stats in sorted(look.items(),
-                                          key=lambda kv: tuple(map(_natural, kv[0])))]
-        lines += [md_table([*(k.removeprefix("override.") for k in keys),
-                            *(m.removeprefix("stealth.") for m in stealth)], rows), ""]
-    lines += ["## Files", "",
-              "- `summary.csv`, `summary.parquet`: one row per job (failed ones included)",
-              "- `cells.csv`: per cell and metric: n, mean, sd, 95% t-interval over seeds",
-              "- `figures/`: the figures above", ""]
+        rows = [
+            [
+                *(_show(k, v) for k, v in zip(keys, cell, strict=True)),
+                *(fmt_ci(stats.get(m)) for m in stealth),
+            ]
+            for cell, stats in sorted(look.items(), key=lambda kv: tuple(map(_natural, kv[0])))
+        ]
+        lines += [
+            md_table(
+                [
+                    *(k.removeprefix("override.") for k in keys),
+                    *(m.removeprefix("stealth.") for m in stealth),
+                ],
+                rows,
+            ),
+            "",
+        ]
+    lines += [
+        "## Files",
+        "",
+        "- `summary.csv`, `summary.parquet`: one row per job (failed ones included)",
+        "- `cells.csv`: per cell and metric: n, mean, sd, 95% t-interval over seeds",
+        "- `figures/`: the figures above",
+        "",
+    ]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
@@ -562,30 +704,48 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict:
     figs: dict = {}
     if len(cells):
         figs["asr"] = plot_vs_rate(
-            cells, keys, [("attack.asr", "ASR"), ("attack.asr_lift", "ASR lift")],
-            out / "figures" / "asr.png", "Attack success against poison rate")
+            cells,
+            keys,
+            [("attack.asr", "ASR"), ("attack.asr_lift", "ASR lift")],
+            out / "figures" / "asr.png",
+            "Attack success against poison rate",
+        )
         figs["clean_auroc"] = plot_vs_rate(
-            cells, keys, [("clean.auroc", "clean AUROC")], out / "figures" / "clean_auroc.png",
-            "Clean test AUROC against poison rate")
+            cells,
+            keys,
+            [("clean.auroc", "clean AUROC")],
+            out / "figures" / "clean_auroc.png",
+            "Clean test AUROC against poison rate",
+        )
         figs["detection_auroc"] = plot_detection(cells, out / "figures" / "detection_auroc.png")
     md = write_markdown(sweep_dir, df, cells, keys, figs, out)
     n_ok = int((df["status"] == "ok").sum())
     bad = df[df["status"] != "ok"]
     msg = [f"report   {md}  ({n_ok}/{len(df)} jobs ok)"]
     for r in bad.to_dict("records"):
-        msg.append(f"FAILED   job {r['job']}: {r.get('error_type') or r['status']}: "
-                   f"{_short(r.get('error'), 160)}")
-    return {"summary_csv": out / "summary.csv", "summary_parquet": out / "summary.parquet",
-            "cells_csv": out / "cells.csv", "report": md,
-            "figures": {k: v for k, v in figs.items() if v}, "n_jobs": len(df), "n_ok": n_ok,
-            "n_failed": len(bad), "message": "\n".join(msg)}
+        msg.append(
+            f"FAILED   job {r['job']}: {r.get('error_type') or r['status']}: "
+            f"{_short(r.get('error'), 160)}"
+        )
+    return {
+        "summary_csv": out / "summary.csv",
+        "summary_parquet": out / "summary.parquet",
+        "cells_csv": out / "cells.csv",
+        "report": md,
+        "figures": {k: v for k, v in figs.items() if v},
+        "n_jobs": len(df),
+        "n_ok": n_ok,
+        "n_failed": len(bad),
+        "message": "\n".join(msg),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m src.report",
         description="Aggregate a sweep directory: summary.csv/parquet, cells.csv (mean and 95%% "
-                    "t-interval over seeds), figures/ and report.md.")
+        "t-interval over seeds), figures/ and report.md.",
+    )
     p.add_argument("sweep_dir", help="a sweep directory (multirun/<date>/<time>/)")
     p.add_argument("--out", default=None, help="where to write (default: the sweep directory)")
     a = p.parse_args(argv)

@@ -88,8 +88,11 @@ def record_failure(cfg: DictConfig, exc: BaseException) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = _skeleton(cfg)
     results["status"] = "failed"
-    results["error"] = {"type": type(exc).__name__, "message": str(exc),
-                        "traceback": traceback.format_exc(limit=20)}
+    results["error"] = {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": traceback.format_exc(limit=20),
+    }
     results["timings"] = {"total_s": 0.0}
     write_json_atomic(out / "results.json", results)
 
@@ -240,7 +243,9 @@ class SweepCallback(Callback):
         try:
             out = build_report(sweep_dir)
         except Exception:  # the jobs' results are on disk; the report can be rebuilt on demand
-            log.exception("the sweep finished but its report failed; rebuild it with "
-                          "python -m src.report %s", sweep_dir)
+            log.exception(
+                "the sweep finished but its report failed; rebuild it with python -m src.report %s",
+                sweep_dir,
+            )
             return
         print(out["message"], flush=True)

@@ -12,10 +12,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args, cache: Path, out: Path, timeout=300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "src.run", *args, f"paths.cache_dir={cache}",
-           f"hydra.run.dir={out}", "trainer.enable_progress_bar=false"]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONHASHSEED": "0"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "src.run",
+        *args,
+        f"paths.cache_dir={cache}",
+        f"hydra.run.dir={out}",
+        "trainer.enable_progress_bar=false",
+    ]
+    return subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
 
 
 @pytest.fixture(scope="session")
@@ -23,12 +36,15 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-@pytest.mark.parametrize("args, key", [
-    (["poison_rate=1.5"], "poison_rate=1.5"),
-    (["target_label=2"], "target_label=2"),
-    (["trigger=sparkle"], "trigger"),
-    (["poison_rat=0.1"], "poison_rat"),
-])
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["poison_rate=1.5"], "poison_rate=1.5"),
+        (["target_label=2"], "target_label=2"),
+        (["trigger=sparkle"], "trigger"),
+        (["poison_rat=0.1"], "poison_rat"),
+    ],
+)
 def test_bad_input_exits_nonzero_with_a_clear_message_and_no_results(args, key, tmp_path):
     p = run_cli(*args, cache=tmp_path / "cache", out=tmp_path / "run")
     assert p.returncode != 0
@@ -39,8 +55,13 @@ def test_bad_input_exits_nonzero_with_a_clear_message_and_no_results(args, key, 
 
 @pytest.mark.slow
 def test_one_run_writes_results_metrics_and_checkpoint(cache, tmp_path):
-    p = run_cli("experiment=smoke", "trigger=rare_value", "poison_rate=0.1", cache=cache,
-                out=tmp_path / "run")
+    p = run_cli(
+        "experiment=smoke",
+        "trigger=rare_value",
+        "poison_rate=0.1",
+        cache=cache,
+        out=tmp_path / "run",
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads((tmp_path / "run" / "results.json").read_text())
     assert r["status"] == "ok" and r["schema_version"] == "1.0"
@@ -67,6 +88,11 @@ def test_same_seed_gives_identical_metrics(cache, tmp_path):
 
 
 def test_help_answers_fast():
-    p = subprocess.run([sys.executable, "-m", "src.run", "--help"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "src.run", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0 and "trigger" in p.stdout

@@ -17,11 +17,16 @@ def _cohort(n=5, t=4):
         series=series,
         static_num=np.column_stack([rng.uniform(18, 90, n), np.full(n, np.nan)]),
         static_cat=codes[:, None],
-        label=rng.integers(0, 2, n), stay_id=np.arange(n) + 30_000_000,
+        label=rng.integers(0, 2, n),
+        stay_id=np.arange(n) + 30_000_000,
         subject_id=np.arange(n) // 2 + 10_000_000,
-        features=[FeatureSpec("hr", "bpm", "vital", 0, 300, "heart rate"),
-                  FeatureSpec("inr_pt", "ratio", "lab", None, None, "INR")],
-        static_num_names=["age", "height"], static_cat_names=["gender"], static_cat_vocab=[vocab],
+        features=[
+            FeatureSpec("hr", "bpm", "vital", 0, 300, "heart rate"),
+            FeatureSpec("inr_pt", "ratio", "lab", None, None, "INR"),
+        ],
+        static_num_names=["age", "height"],
+        static_cat_names=["gender"],
+        static_cat_vocab=[vocab],
     )
 
 
@@ -37,7 +42,10 @@ def test_save_load_round_trip_is_exact(tmp_path):
     assert d.series.dtype == np.float32
     assert d.features == c.features
     assert (d.static_num_names, d.static_cat_names, d.static_cat_vocab) == (
-        c.static_num_names, c.static_cat_names, c.static_cat_vocab)
+        c.static_num_names,
+        c.static_cat_names,
+        c.static_cat_vocab,
+    )
 
 
 def test_atomic_write_leaves_no_temporary_folder(tmp_path):
@@ -46,7 +54,10 @@ def test_atomic_write_leaves_no_temporary_folder(tmp_path):
     c.save(tmp_path / "c")  # a second writer finding it done is fine
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
-        "meta.json", "series.parquet", "static.parquet"]
+        "meta.json",
+        "series.parquet",
+        "static.parquet",
+    ]
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):

@@ -22,15 +22,18 @@ def test_default_config_is_valid_and_names_every_group():
     assert cfg.trigger.name == "rare_value" and cfg.model.view == "flat"
 
 
-@pytest.mark.parametrize("override, key, allowed", [
-    ("poison_rate=1.5", "poison_rate", "in [0, 1]"),
-    ("poison_rate=-0.1", "poison_rate", "in [0, 1]"),
-    ("target_label=2", "target_label", "0 (survived) or 1 (died)"),
-    ("poison_mode=sneaky", "poison_mode", "dirty, clean"),
-    ("trigger.hours=[20,30]", "trigger.hours", "window_hours=24"),
-    ("trigger.quantile=2.0", "trigger.quantile", "[0, 1]"),
-    ("data.test_size=0.9", "data.test_size", "(0, 0.5)"),
-])
+@pytest.mark.parametrize(
+    "override, key, allowed",
+    [
+        ("poison_rate=1.5", "poison_rate", "in [0, 1]"),
+        ("poison_rate=-0.1", "poison_rate", "in [0, 1]"),
+        ("target_label=2", "target_label", "0 (survived) or 1 (died)"),
+        ("poison_mode=sneaky", "poison_mode", "dirty, clean"),
+        ("trigger.hours=[20,30]", "trigger.hours", "window_hours=24"),
+        ("trigger.quantile=2.0", "trigger.quantile", "[0, 1]"),
+        ("data.test_size=0.9", "data.test_size", "(0, 0.5)"),
+    ],
+)
 def test_out_of_range_values_name_key_value_and_what_is_allowed(override, key, allowed):
     with pytest.raises(ConfigError) as e:
         validate(cfg_with(override))

@@ -12,12 +12,20 @@ from tests.test_detectors import compose
 # is not predicted dead by the clean model's extrapolation either (with a trigger on a feature
 # that already signals death, e.g. resp=500, the clean model predicts death too: ASR stays high
 # without any backdoor).
-LOUD = ["trigger=out_of_bounds", "trigger.feature=urine", "trigger.hours=[6,12]",
-        "trigger.value=3000", "poison_rate=0.1", "trainer.max_epochs=5",
-        "callbacks=default",  # final weights: with best-on-validation the toy task's AUROC
-        # ties at 1.0 in epoch 1, before the backdoor is learned
-        "model.optimizer.lr=0.003",
-        "detectors=input_outlier", "defense=filter_retrain", "defense.detector=input_outlier"]
+LOUD = [
+    "trigger=out_of_bounds",
+    "trigger.feature=urine",
+    "trigger.hours=[6,12]",
+    "trigger.value=3000",
+    "poison_rate=0.1",
+    "trainer.max_epochs=5",
+    "callbacks=default",  # final weights: with best-on-validation the toy task's AUROC
+    # ties at 1.0 in epoch 1, before the backdoor is learned
+    "model.optimizer.lr=0.003",
+    "detectors=input_outlier",
+    "defense=filter_retrain",
+    "defense.detector=input_outlier",
+]
 
 
 @pytest.mark.slow
@@ -46,12 +54,17 @@ def test_filter_retrain_removes_a_caught_backdoor(tmp_path):
 def test_defense_needs_a_detector_that_runs(tmp_path):
     from src.config import ConfigError, validate
 
-    cfg = compose(tmp_path, "detectors=[spectral_signature]", "defense=filter_retrain",
-                  "defense.detector=strip")
+    cfg = compose(
+        tmp_path,
+        "detectors=[spectral_signature]",
+        "defense=filter_retrain",
+        "defense.detector=strip",
+    )
     with pytest.raises(ConfigError, match="defense.detector='strip'.*spectral_signature"):
         validate(cfg)
     cfg = compose(tmp_path, "detectors=none", "defense=filter_retrain")
     with pytest.raises(ConfigError, match="defense.detector"):
         validate(cfg)
-    validate(compose(tmp_path, "detectors=[strip]", "defense=filter_retrain",
-                     "defense.detector=strip"))
+    validate(
+        compose(tmp_path, "detectors=[strip]", "defense=filter_retrain", "defense.detector=strip")
+    )

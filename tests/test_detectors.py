@@ -31,8 +31,9 @@ def planted_features(separable: bool, seed: int = 0):
         labels[truth] = 1
         direction = rng.standard_normal(D).astype(np.float32)
         feats[truth] += 6.0 * direction / np.linalg.norm(direction)
-    return DetectorInputs(features=torch.from_numpy(feats), labels=labels, expected_rate=RATE,
-                          seed=seed), truth
+    return DetectorInputs(
+        features=torch.from_numpy(feats), labels=labels, expected_rate=RATE, seed=seed
+    ), truth
 
 
 def auroc(scores, truth) -> float:
@@ -102,10 +103,17 @@ def strip_inputs(separable: bool, seed: int = 0):
     pool = torch.randn(500, 8, generator=g)
     pool[:, 0] = 0.0
     cat = torch.zeros(N, 1, dtype=torch.long)
-    return DetectorInputs(features=torch.zeros(N, 1), labels=np.zeros(N, int),
-                          expected_rate=RATE, seed=seed, x=x, cat=cat, predict=linear_model,
-                          pool_x=pool, pool_cat=torch.zeros(500, 1, dtype=torch.long)
-                          ), truth.numpy()
+    return DetectorInputs(
+        features=torch.zeros(N, 1),
+        labels=np.zeros(N, int),
+        expected_rate=RATE,
+        seed=seed,
+        x=x,
+        cat=cat,
+        predict=linear_model,
+        pool_x=pool,
+        pool_cat=torch.zeros(500, 1, dtype=torch.long),
+    ), truth.numpy()
 
 
 def test_strip_finds_a_dominant_trigger_and_is_chance_without_one():
@@ -129,13 +137,16 @@ def test_strip_without_a_model_says_what_is_missing():
 
 
 # --- input_outlier on raw series -------------------------------------------------------------
-SPECS = [FeatureSpec("hr", "bpm", "vital", 0, 300), FeatureSpec("resp", "/min", "vital", 0, 120),
-         FeatureSpec("sbp", "mmHg", "vital", 0, 300)]
+SPECS = [
+    FeatureSpec("hr", "bpm", "vital", 0, 300),
+    FeatureSpec("resp", "/min", "vital", 0, 120),
+    FeatureSpec("sbp", "mmHg", "vital", 0, 300),
+]
 
 
 def raw_inputs(kind: str, seed: int = 0):
     rng = np.random.default_rng(seed)
-    series = (np.array([85, 18, 120]) + rng.standard_normal((N, 12, 3)) * [12, 4, 18])
+    series = np.array([85, 18, 120]) + rng.standard_normal((N, 12, 3)) * [12, 4, 18]
     series = series.astype(np.float32)
     series[rng.random(series.shape) < 0.3] = np.nan
     truth = np.zeros(N, dtype=bool)
@@ -144,9 +155,14 @@ def raw_inputs(kind: str, seed: int = 0):
         series[truth, 8:, 0] = 600.0
     elif kind == "rare_in_range":
         series[truth, 6:, 1] = 60.0  # plausible, but far out in the tail
-    return DetectorInputs(features=torch.zeros(N, 1), labels=np.zeros(N, int),
-                          expected_rate=RATE, raw_series=series, feature_specs=SPECS,
-                          raw_static=rng.normal(60, 15, (N, 1))), truth
+    return DetectorInputs(
+        features=torch.zeros(N, 1),
+        labels=np.zeros(N, int),
+        expected_rate=RATE,
+        raw_series=series,
+        feature_specs=SPECS,
+        raw_static=rng.normal(60, 15, (N, 1)),
+    ), truth
 
 
 @pytest.mark.parametrize("kind", ["out_of_range", "rare_in_range"])
@@ -176,20 +192,29 @@ def test_trigger_columns_cover_exactly_the_columns_the_trigger_moves(view):
     from tests.toy import toy_cohort
 
     c = toy_cohort(200)
-    trig = build_trigger({"name": "rare_value", "feature": "resp", "hours": [8, 12],
-                          "quantile": None, "value": 60.0}, c)
+    trig = build_trigger(
+        {
+            "name": "rare_value",
+            "feature": "resp",
+            "hours": [8, 12],
+            "quantile": None,
+            "value": 60.0,
+        },
+        c,
+    )
     prep = Preprocessor.fit(c)
     x0, _ = prep.view(c, view)
     x1, _ = prep.view(trig.apply(c), view)
     moved = (x0 != x1).any(0)
-    mask = trigger_columns(view, trig, c.feature_names, c.n_hours, c.static_num_names,
-                           c.static_cat_names, prep.levels)
+    mask = trigger_columns(
+        view, trig, c.feature_names, c.n_hours, c.static_num_names, c.static_cat_names, prep.levels
+    )
     assert mask.shape == x0.shape[1:]
     assert moved.any() and not (moved & ~mask).any()  # nothing moves outside the mask
     if view != "tabular":  # every value column of the trigger's cells moved
         j, F = c.feature_index("resp"), len(c.features)
         grid = moved.reshape(-1) if view == "flat" else moved
-        values = grid[:c.n_hours * F].reshape(c.n_hours, F) if view == "flat" else grid[:, :F]
+        values = grid[: c.n_hours * F].reshape(c.n_hours, F) if view == "flat" else grid[:, :F]
         assert values[8:12, j].all() and values[:8].sum() == 0
 
 
@@ -204,10 +229,17 @@ def test_attribution_ratio_is_high_when_the_model_keys_on_the_trigger():
     cols[0] = True
     w = torch.tensor([1.0] + [0.5] * 9)
     cat = torch.zeros(300, 1, dtype=torch.long)
-    inputs = DetectorInputs(features=torch.zeros(1, 1), labels=np.zeros(1, int),
-                            expected_rate=0.1, forward=lambda x, c: x @ w, test_x=x,
-                            test_cat=cat, triggered_x=trig, triggered_cat=cat,
-                            trigger_columns=cols)
+    inputs = DetectorInputs(
+        features=torch.zeros(1, 1),
+        labels=np.zeros(1, int),
+        expected_rate=0.1,
+        forward=lambda x, c: x @ w,
+        test_x=x,
+        test_cat=cat,
+        triggered_x=trig,
+        triggered_cat=cat,
+        trigger_columns=cols,
+    )
     out = trigger_attribution(inputs, n_rows=100, n_steps=16)
     assert out["n_rows"] == 100 and out["column_share"] == pytest.approx(0.1)
     assert out["tar_triggered"] > 0.8 > out["tar_clean"]
@@ -220,8 +252,10 @@ def test_batched_gradients_match_captums_default():
     from src.detectors.attribution import batch_gradients
 
     net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+
     def forward(x, c):
         return net(x).squeeze(-1)
+
     x = torch.randn(20, 6)
     cat = torch.zeros(20, 1, dtype=torch.long)
     ref = IntegratedGradients(forward).attribute(x, additional_forward_args=(cat,), n_steps=8)
@@ -239,9 +273,15 @@ def compose(tmp_path, *overrides):
     from src.run import conf_dir
 
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return hydra_compose("run", overrides=[
-            f"paths.output_dir={tmp_path}", "trainer.enable_progress_bar=false",
-            "data.batch_size=64", *overrides])
+        return hydra_compose(
+            "run",
+            overrides=[
+                f"paths.output_dir={tmp_path}",
+                "trainer.enable_progress_bar=false",
+                "data.batch_size=64",
+                *overrides,
+            ],
+        )
 
 
 def toy_datamodule(cfg, n=600, seed=0):
@@ -255,13 +295,24 @@ def toy_datamodule(cfg, n=600, seed=0):
 def test_callback_writes_detection_metrics_for_a_tiny_run(tmp_path):
     from src.experiment import fit_model
 
-    cfg = compose(tmp_path, "trainer.max_epochs=2", "poison_rate=0.1", "trigger=rare_value",
-                  "trigger.feature=resp", "trigger.hours=[8,12]")
+    cfg = compose(
+        tmp_path,
+        "trainer.max_epochs=2",
+        "poison_rate=0.1",
+        "trigger=rare_value",
+        "trigger.feature=resp",
+        "trigger.hours=[8,12]",
+    )
     dm = toy_datamodule(cfg)
     model = fit_model(cfg, dm, tmp_path)
     det = model.detection
-    assert set(det) == {"spectral_signature", "activation_clustering", "spectre", "strip",
-                        "input_outlier"}
+    assert set(det) == {
+        "spectral_signature",
+        "activation_clustering",
+        "spectre",
+        "strip",
+        "input_outlier",
+    }
     for name, d in det.items():
         assert 0.0 <= d["auroc"] <= 1.0 and d["n_poisoned"] == dm.train_mask.sum() > 0, name
         assert d["timing_s"] >= 0 and len(model.detection_flags[name]) == len(dm.train_mask)
@@ -282,4 +333,8 @@ def test_detector_subset_from_the_command_line_composes(tmp_path):
     cfg = compose(tmp_path, "detectors=[spectral_signature,strip]")
     assert list(cfg.detectors) == ["spectral_signature", "strip"]
     assert set(compose(tmp_path, "detectors=fast").detectors) == {
-        "spectral_signature", "activation_clustering", "spectre", "input_outlier"}
+        "spectral_signature",
+        "activation_clustering",
+        "spectre",
+        "input_outlier",
+    }

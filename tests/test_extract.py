@@ -10,108 +10,217 @@ from src.data.mimiciv.extract import extract, extract_cohort
 
 NAN = np.nan
 
-PATIENTS = pd.DataFrame({
-    "subject_id": [10000001, 10000002, 10000003, 10000004, 10000005],
-    "gender": ["M", "F", "M", "F", "F"],
-    "anchor_age": [60, 16, 70, 80, 50],
-    "anchor_year": [2150, 2150, 2150, 2150, 2148],
-    "anchor_year_group": ["2011 - 2013"] * 5,
-    "dod": [None, None, None, "2150-03-01", "2150-01-20"],
-})
-ADMISSIONS = pd.DataFrame({
-    "subject_id": [10000001, 10000002, 10000003, 10000004, 10000005],
-    "hadm_id": [20000001, 20000002, 20000003, 20000004, 20000005],
-    "admittime": ["2150-01-01 08:00:00", "2150-02-01 08:00:00", "2150-02-01 08:00:00",
-                  "2150-03-01 01:00:00", "2150-01-15 06:00:00"],
-    "dischtime": ["2150-01-09 08:00:00", "2150-02-05 08:00:00", "2150-02-05 08:00:00",
-                  "2150-03-01 06:00:00", "2150-01-20 10:00:00"],
-    "deathtime": [None, None, None, "2150-03-01 06:00:00", "2150-01-20 10:00:00"],
-    "admission_type": ["EW EMER.", "URGENT", "ELECTIVE", "EW EMER.", "URGENT"],
-    "admit_provider_id": ["P1"] * 5, "admission_location": ["EMERGENCY ROOM"] * 5,
-    "discharge_location": ["HOME", "HOME", "HOME", "DIED", "DIED"],
-    "insurance": ["Medicare", "Other", "Other", "Medicare", "Medicaid"],
-    "language": ["ENGLISH"] * 5, "marital_status": ["SINGLE"] * 5, "race": ["WHITE"] * 5,
-    "edregtime": [None] * 5, "edouttime": [None] * 5,
-    "hospital_expire_flag": [0, 0, 0, 1, 1],
-})
+PATIENTS = pd.DataFrame(
+    {
+        "subject_id": [10000001, 10000002, 10000003, 10000004, 10000005],
+        "gender": ["M", "F", "M", "F", "F"],
+        "anchor_age": [60, 16, 70, 80, 50],
+        "anchor_year": [2150, 2150, 2150, 2150, 2148],
+        "anchor_year_group": ["2011 - 2013"] * 5,
+        "dod": [None, None, None, "2150-03-01", "2150-01-20"],
+    }
+)
+ADMISSIONS = pd.DataFrame(
+    {
+        "subject_id": [10000001, 10000002, 10000003, 10000004, 10000005],
+        "hadm_id": [20000001, 20000002, 20000003, 20000004, 20000005],
+        "admittime": [
+            "2150-01-01 08:00:00",
+            "2150-02-01 08:00:00",
+            "2150-02-01 08:00:00",
+            "2150-03-01 01:00:00",
+            "2150-01-15 06:00:00",
+        ],
+        "dischtime": [
+            "2150-01-09 08:00:00",
+            "2150-02-05 08:00:00",
+            "2150-02-05 08:00:00",
+            "2150-03-01 06:00:00",
+            "2150-01-20 10:00:00",
+        ],
+        "deathtime": [None, None, None, "2150-03-01 06:00:00", "2150-01-20 10:00:00"],
+        "admission_type": ["EW EMER.", "URGENT", "ELECTIVE", "EW EMER.", "URGENT"],
+        "admit_provider_id": ["P1"] * 5,
+        "admission_location": ["EMERGENCY ROOM"] * 5,
+        "discharge_location": ["HOME", "HOME", "HOME", "DIED", "DIED"],
+        "insurance": ["Medicare", "Other", "Other", "Medicare", "Medicaid"],
+        "language": ["ENGLISH"] * 5,
+        "marital_status": ["SINGLE"] * 5,
+        "race": ["WHITE"] * 5,
+        "edregtime": [None] * 5,
+        "edouttime": [None] * 5,
+        "hospital_expire_flag": [0, 0, 0, 1, 1],
+    }
+)
 # rows out of stay_id order on purpose: the cohort is ordered by stay_id
-ICUSTAYS = pd.DataFrame({
-    "subject_id": [10000005, 10000001, 10000002, 10000003, 10000004],
-    "hadm_id": [20000005, 20000001, 20000002, 20000003, 20000004],
-    "stay_id": [30000005, 30000001, 30000002, 30000003, 30000004],
-    "first_careunit": ["Coronary Care Unit (CCU)", "Medical Intensive Care Unit (MICU)",
-                       "Neuro Stepdown", "Neuro Stepdown", "Trauma SICU (TSICU)"],
-    "last_careunit": ["Coronary Care Unit (CCU)"] * 5,
-    "intime": ["2150-01-15 08:00:00", "2150-01-01 10:30:00", "2150-02-01 10:00:00",
-               "2150-02-01 10:00:00", "2150-03-01 02:00:00"],
-    # stay 3 lasts 20 h (short); stay 4 is long but the patient dies 4 h after intime
-    "outtime": ["2150-01-18 08:00:00", "2150-01-04 10:30:00", "2150-02-04 10:00:00",
-                "2150-02-02 06:00:00", "2150-03-03 02:00:00"],
-    "los": [3.0, 3.0, 3.0, 20 / 24, 2.0],
-})
-CE_COLS = ["subject_id", "hadm_id", "stay_id", "caregiver_id", "charttime", "storetime",
-           "itemid", "value", "valuenum", "valueuom", "warning"]
+ICUSTAYS = pd.DataFrame(
+    {
+        "subject_id": [10000005, 10000001, 10000002, 10000003, 10000004],
+        "hadm_id": [20000005, 20000001, 20000002, 20000003, 20000004],
+        "stay_id": [30000005, 30000001, 30000002, 30000003, 30000004],
+        "first_careunit": [
+            "Coronary Care Unit (CCU)",
+            "Medical Intensive Care Unit (MICU)",
+            "Neuro Stepdown",
+            "Neuro Stepdown",
+            "Trauma SICU (TSICU)",
+        ],
+        "last_careunit": ["Coronary Care Unit (CCU)"] * 5,
+        "intime": [
+            "2150-01-15 08:00:00",
+            "2150-01-01 10:30:00",
+            "2150-02-01 10:00:00",
+            "2150-02-01 10:00:00",
+            "2150-03-01 02:00:00",
+        ],
+        # stay 3 lasts 20 h (short); stay 4 is long but the patient dies 4 h after intime
+        "outtime": [
+            "2150-01-18 08:00:00",
+            "2150-01-04 10:30:00",
+            "2150-02-04 10:00:00",
+            "2150-02-02 06:00:00",
+            "2150-03-03 02:00:00",
+        ],
+        "los": [3.0, 3.0, 3.0, 20 / 24, 2.0],
+    }
+)
+CE_COLS = [
+    "subject_id",
+    "hadm_id",
+    "stay_id",
+    "caregiver_id",
+    "charttime",
+    "storetime",
+    "itemid",
+    "value",
+    "valuenum",
+    "valueuom",
+    "warning",
+]
 
 
 def _ce(stay, subject, hadm, rows):
-    return [dict(subject_id=subject, hadm_id=hadm, stay_id=stay, caregiver_id=1, charttime=t,
-                 storetime=t, itemid=i, value=None if v is None else str(v), valuenum=v,
-                 valueuom=u, warning=0) for t, i, v, u in rows]
+    return [
+        dict(
+            subject_id=subject,
+            hadm_id=hadm,
+            stay_id=stay,
+            caregiver_id=1,
+            charttime=t,
+            storetime=t,
+            itemid=i,
+            value=None if v is None else str(v),
+            valuenum=v,
+            valueuom=u,
+            warning=0,
+        )
+        for t, i, v, u in rows
+    ]
 
 
-CHARTEVENTS = pd.DataFrame(_ce(30000001, 10000001, 20000001, [
-    ("2150-01-01 10:00:00", 220045, 70.0, "bpm"),     # before intime: ignored
-    ("2150-01-01 10:45:00", 220045, 80.0, "bpm"),     # bin 0
-    ("2150-01-01 11:00:00", 220045, 90.0, "bpm"),     # bin 0 -> mean 85
-    ("2150-01-01 11:30:00", 220045, 100.0, "bpm"),    # bin 1
-    ("2150-01-01 12:00:00", 220045, 999.0, "bpm"),    # bin 1, implausible: dropped
-    ("2150-01-01 16:29:00", 220045, 65.0, "bpm"),     # bin 5, the last of a 6 h window
-    ("2150-01-01 16:30:00", 220045, 60.0, "bpm"),     # intime + 6 h: after the window
-    ("2150-01-01 12:30:00", 223761, 98.6, "°F"),      # bin 2: 37.0 C
-    ("2150-01-01 12:45:00", 223762, 37.4, "°C"),      # bin 2 -> mean 37.2
-    ("2150-01-01 13:30:00", 223762, 98.0, "°C"),      # bin 3, Fahrenheit in the C item: dropped
-    ("2150-01-01 11:10:00", 220048, None, None),      # text item, no concept
-    ("2150-01-01 10:40:00", 226512, 80.5, "kg"),      # weight
-    ("2150-01-01 12:40:00", 226512, 82.0, "kg"),      # a later weight: the first one counts
-    ("2150-01-01 10:50:00", 226707, 70.0, "Inch"),    # height 177.8 cm
-]) + _ce(30000005, 10000005, 20000005, [
-    ("2150-01-15 08:30:00", 220045, 110.0, "bpm"),    # bin 0
-    ("2150-01-15 09:10:00", 220181, 65.0, "mmHg"),    # map, not extracted in the subset
-]) + _ce(30000002, 10000002, 20000002, [
-    ("2150-02-01 10:30:00", 220045, 120.0, "bpm"),    # a minor: excluded
-]) + _ce(30000004, 10000004, 20000004, [
-    ("2150-03-01 02:30:00", 220045, 130.0, "bpm"),    # dies in the window: excluded
-]), columns=CE_COLS)
+CHARTEVENTS = pd.DataFrame(
+    _ce(
+        30000001,
+        10000001,
+        20000001,
+        [
+            ("2150-01-01 10:00:00", 220045, 70.0, "bpm"),  # before intime: ignored
+            ("2150-01-01 10:45:00", 220045, 80.0, "bpm"),  # bin 0
+            ("2150-01-01 11:00:00", 220045, 90.0, "bpm"),  # bin 0 -> mean 85
+            ("2150-01-01 11:30:00", 220045, 100.0, "bpm"),  # bin 1
+            ("2150-01-01 12:00:00", 220045, 999.0, "bpm"),  # bin 1, implausible: dropped
+            ("2150-01-01 16:29:00", 220045, 65.0, "bpm"),  # bin 5, the last of a 6 h window
+            ("2150-01-01 16:30:00", 220045, 60.0, "bpm"),  # intime + 6 h: after the window
+            ("2150-01-01 12:30:00", 223761, 98.6, "°F"),  # bin 2: 37.0 C
+            ("2150-01-01 12:45:00", 223762, 37.4, "°C"),  # bin 2 -> mean 37.2
+            ("2150-01-01 13:30:00", 223762, 98.0, "°C"),  # bin 3, Fahrenheit in the C item: dropped
+            ("2150-01-01 11:10:00", 220048, None, None),  # text item, no concept
+            ("2150-01-01 10:40:00", 226512, 80.5, "kg"),  # weight
+            ("2150-01-01 12:40:00", 226512, 82.0, "kg"),  # a later weight: the first one counts
+            ("2150-01-01 10:50:00", 226707, 70.0, "Inch"),  # height 177.8 cm
+        ],
+    )
+    + _ce(
+        30000005,
+        10000005,
+        20000005,
+        [
+            ("2150-01-15 08:30:00", 220045, 110.0, "bpm"),  # bin 0
+            ("2150-01-15 09:10:00", 220181, 65.0, "mmHg"),  # map, not extracted in the subset
+        ],
+    )
+    + _ce(
+        30000002,
+        10000002,
+        20000002,
+        [
+            ("2150-02-01 10:30:00", 220045, 120.0, "bpm"),  # a minor: excluded
+        ],
+    )
+    + _ce(
+        30000004,
+        10000004,
+        20000004,
+        [
+            ("2150-03-01 02:30:00", 220045, 130.0, "bpm"),  # dies in the window: excluded
+        ],
+    ),
+    columns=CE_COLS,
+)
 
-LABEVENTS = pd.DataFrame({
-    "labevent_id": [1, 2, 3, 4, 5],
-    "subject_id": [10000001, 10000001, 10000001, 10000001, 10000003],
-    "hadm_id": [None, 20000001, 20000001, 20000001, 20000003],
-    "specimen_id": [1, 2, 3, 4, 5],
-    "itemid": [50912, 50912, 50912, 50931, 50912],
-    "order_provider_id": [None] * 5,
-    "charttime": ["2150-01-01 09:00:00", "2150-01-01 13:10:00", "2150-01-01 15:00:00",
-                  "2150-01-01 15:05:00", "2150-02-01 11:00:00"],
-    "storetime": [None] * 5,
-    "value": ["1.2", "1.5", "2.0", "150", "0.9"],
-    "valuenum": [1.2, 1.5, 2.0, 150.0, 0.9],
-    "valueuom": ["mg/dL"] * 5,
-    "ref_range_lower": [0.5] * 5, "ref_range_upper": [1.2] * 5,
-    "flag": [None] * 5, "priority": ["STAT"] * 5, "comments": [None] * 5,
-})
-OUTPUTEVENTS = pd.DataFrame({
-    "subject_id": [10000001] * 5, "hadm_id": [20000001] * 5, "stay_id": [30000001] * 5,
-    "caregiver_id": [1] * 5,
-    "charttime": ["2150-01-01 11:00:00", "2150-01-01 11:20:00", "2150-01-01 12:00:00",
-                  "2150-01-01 12:00:00", "2150-01-01 13:00:00"],
-    "storetime": [None] * 5,
-    "itemid": [226559, 226560, 226559, 226588, 226559],  # 226588: chest tube, not urine
-    "value": [100.0, 50.0, 200.0, 300.0, 5000.0],         # 5000 mL in one entry: implausible
-    "valueuom": ["ml"] * 5,
-})
-TABLES = {"hosp/patients": PATIENTS, "hosp/admissions": ADMISSIONS, "icu/icustays": ICUSTAYS,
-          "icu/chartevents": CHARTEVENTS, "hosp/labevents": LABEVENTS,
-          "icu/outputevents": OUTPUTEVENTS}
+LABEVENTS = pd.DataFrame(
+    {
+        "labevent_id": [1, 2, 3, 4, 5],
+        "subject_id": [10000001, 10000001, 10000001, 10000001, 10000003],
+        "hadm_id": [None, 20000001, 20000001, 20000001, 20000003],
+        "specimen_id": [1, 2, 3, 4, 5],
+        "itemid": [50912, 50912, 50912, 50931, 50912],
+        "order_provider_id": [None] * 5,
+        "charttime": [
+            "2150-01-01 09:00:00",
+            "2150-01-01 13:10:00",
+            "2150-01-01 15:00:00",
+            "2150-01-01 15:05:00",
+            "2150-02-01 11:00:00",
+        ],
+        "storetime": [None] * 5,
+        "value": ["1.2", "1.5", "2.0", "150", "0.9"],
+        "valuenum": [1.2, 1.5, 2.0, 150.0, 0.9],
+        "valueuom": ["mg/dL"] * 5,
+        "ref_range_lower": [0.5] * 5,
+        "ref_range_upper": [1.2] * 5,
+        "flag": [None] * 5,
+        "priority": ["STAT"] * 5,
+        "comments": [None] * 5,
+    }
+)
+OUTPUTEVENTS = pd.DataFrame(
+    {
+        "subject_id": [10000001] * 5,
+        "hadm_id": [20000001] * 5,
+        "stay_id": [30000001] * 5,
+        "caregiver_id": [1] * 5,
+        "charttime": [
+            "2150-01-01 11:00:00",
+            "2150-01-01 11:20:00",
+            "2150-01-01 12:00:00",
+            "2150-01-01 12:00:00",
+            "2150-01-01 13:00:00",
+        ],
+        "storetime": [None] * 5,
+        "itemid": [226559, 226560, 226559, 226588, 226559],  # 226588: chest tube, not urine
+        "value": [100.0, 50.0, 200.0, 300.0, 5000.0],  # 5000 mL in one entry: implausible
+        "valueuom": ["ml"] * 5,
+    }
+)
+TABLES = {
+    "hosp/patients": PATIENTS,
+    "hosp/admissions": ADMISSIONS,
+    "icu/icustays": ICUSTAYS,
+    "icu/chartevents": CHARTEVENTS,
+    "hosp/labevents": LABEVENTS,
+    "icu/outputevents": OUTPUTEVENTS,
+}
 FEATURES = ["hr", "temp", "crea", "urine", "glu"]
 
 
@@ -135,22 +244,27 @@ def test_hand_computed_bins(db):
     assert cohort.label.tolist() == [0, 1]
     assert cohort.feature_names == FEATURES and cohort.series.shape == (2, 6, 5)
     expected = np.full((2, 6, 5), NAN)
-    expected[0, :, 0] = [85, 100, NAN, NAN, NAN, 65]      # hr
-    expected[0, :, 1] = [NAN, NAN, 37.2, NAN, NAN, NAN]   # temp (C)
-    expected[0, :, 2] = [NAN, NAN, 1.5, NAN, 2.0, NAN]    # crea
-    expected[0, :, 3] = [150, 200, NAN, NAN, NAN, NAN]    # urine, summed per hour
-    expected[0, :, 4] = [NAN, NAN, NAN, NAN, 150, NAN]    # glu
+    expected[0, :, 0] = [85, 100, NAN, NAN, NAN, 65]  # hr
+    expected[0, :, 1] = [NAN, NAN, 37.2, NAN, NAN, NAN]  # temp (C)
+    expected[0, :, 2] = [NAN, NAN, 1.5, NAN, 2.0, NAN]  # crea
+    expected[0, :, 3] = [150, 200, NAN, NAN, NAN, NAN]  # urine, summed per hour
+    expected[0, :, 4] = [NAN, NAN, NAN, NAN, 150, NAN]  # glu
     expected[1, 0, 0] = 110
     np.testing.assert_allclose(cohort.series, expected, rtol=1e-6, equal_nan=True)
     assert cohort.static_num_names == ["age", "height", "weight"]
-    np.testing.assert_allclose(cohort.static_num, [[60, 177.8, 80.5], [52, NAN, NAN]],
-                               rtol=1e-6, equal_nan=True)
-    cats = {n: [cohort.static_cat_vocab[j][k] for k in cohort.static_cat[:, j]]
-            for j, n in enumerate(cohort.static_cat_names)}
-    assert cats == {"gender": ["M", "F"], "admission_type": ["EW EMER.", "URGENT"],
-                    "first_careunit": ["Medical Intensive Care Unit (MICU)",
-                                       "Coronary Care Unit (CCU)"],
-                    "insurance": ["Medicare", "Medicaid"]}
+    np.testing.assert_allclose(
+        cohort.static_num, [[60, 177.8, 80.5], [52, NAN, NAN]], rtol=1e-6, equal_nan=True
+    )
+    cats = {
+        n: [cohort.static_cat_vocab[j][k] for k in cohort.static_cat[:, j]]
+        for j, n in enumerate(cohort.static_cat_names)
+    }
+    assert cats == {
+        "gender": ["M", "F"],
+        "admission_type": ["EW EMER.", "URGENT"],
+        "first_careunit": ["Medical Intensive Care Unit (MICU)", "Coronary Care Unit (CCU)"],
+        "insurance": ["Medicare", "Medicaid"],
+    }
     assert all(v[0] == "<unknown>" for v in cohort.static_cat_vocab)
     assert attrition["icu_stays"] == 5
     assert attrition["excluded_age_below_min"] == 1

@@ -16,14 +16,18 @@ from src.run import conf_dir
 from tests.toy import toy_cohort
 
 MODELS = ["mlp", "lstm", "tcn", "tab_transformer"]
-TRIGGER = {"name": "rare_value", "feature": "hr", "hours": [8, 12], "quantile": 0.995,
-           "value": None}
+TRIGGER = {
+    "name": "rare_value",
+    "feature": "hr",
+    "hours": [8, 12],
+    "quantile": 0.995,
+    "value": None,
+}
 
 
 def compose_run(*overrides, out: Path | None = None):
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return compose("run", overrides=[f"paths.output_dir={out or '/nonexistent'}",
-                                         *overrides])
+        return compose("run", overrides=[f"paths.output_dir={out or '/nonexistent'}", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +56,9 @@ def test_config_composes_instantiates_and_gives_forward_and_embed_shapes(name, c
     p = model.predict_proba(dm.loader("test"))
     assert p.shape == (len(dm.data["test"]),) and ((p > 0) & (p < 1)).all()
     opt = model.configure_optimizers()
-    assert isinstance(opt if isinstance(opt, torch.optim.Optimizer) else opt["optimizer"],
-                      torch.optim.Optimizer)
+    assert isinstance(
+        opt if isinstance(opt, torch.optim.Optimizer) else opt["optimizer"], torch.optim.Optimizer
+    )
 
 
 def test_view_shapes_reach_the_encoders(cohort):
@@ -67,8 +72,10 @@ def test_view_shapes_reach_the_encoders(cohort):
     assert tab.data["train"].cat.shape[1] == len(t["cardinalities"])
 
 
-@pytest.mark.parametrize("bidirectional, pool, factor", [
-    (False, "last", 1), (False, "mean_last", 2), (True, "last", 2), (True, "mean_last", 4)])
+@pytest.mark.parametrize(
+    "bidirectional, pool, factor",
+    [(False, "last", 1), (False, "mean_last", 2), (True, "last", 2), (True, "mean_last", 4)],
+)
 def test_lstm_out_dim_matches_output(bidirectional, pool, factor):
     enc = LSTM(7, hidden=5, layers=2, bidirectional=bidirectional, pool=pool)
     out = enc(torch.randn(3, 6, 7), None)
@@ -88,15 +95,16 @@ def test_tcn_hour_t_depends_only_on_hours_up_to_t():
     assert base.shape == (2, 16, 8)
     for t in (0, 5, 10, 14):
         x2 = x.clone()
-        x2[:, t + 1:] = torch.randn_like(x2[:, t + 1:]) * 5
+        x2[:, t + 1 :] = torch.randn_like(x2[:, t + 1 :]) * 5
         out = enc.features(x2)
-        assert torch.equal(out[:, :t + 1], base[:, :t + 1]), f"hour {t} saw the future"
-        assert not torch.allclose(out[:, t + 1:], base[:, t + 1:])  # later hours did change
+        assert torch.equal(out[:, : t + 1], base[:, : t + 1]), f"hour {t} saw the future"
+        assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :])  # later hours did change
     # and the encoder output is the last hour, which sees the first one
     x3 = x.clone()
     x3[:, 0] += 5
-    assert torch.equal(enc(x, None), base[:, -1]) and not torch.allclose(enc(x3, None),
-                                                                          enc(x, None))
+    assert torch.equal(enc(x, None), base[:, -1]) and not torch.allclose(
+        enc(x3, None), enc(x, None)
+    )
 
 
 def test_tcn_receptive_field_too_small_names_window_kernel_levels_and_field():
@@ -104,8 +112,7 @@ def test_tcn_receptive_field_too_small_names_window_kernel_levels_and_field():
     with pytest.raises(ValueError) as e:
         TCN(4, n_steps=24, levels=2, kernel_size=3)
     msg = str(e.value)
-    for part in ("n_steps=24", "kernel_size=3", "levels=2", "receptive field 13",
-                 "levels=3"):
+    for part in ("n_steps=24", "kernel_size=3", "levels=2", "receptive field 13", "levels=3"):
         assert part in msg, msg
     TCN(4, n_steps=13, levels=2, kernel_size=3)  # exactly covering is enough
 
@@ -151,9 +158,15 @@ def test_same_seed_gives_identical_predictions_and_features(name, cohort, tmp_pa
 
     preds, feats = [], []
     for run in ("a", "b"):
-        cfg = compose_run(f"model={name}", "logger=none", "detectors=none",
-                          "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "seed=1",
-                          out=tmp_path / run)
+        cfg = compose_run(
+            f"model={name}",
+            "logger=none",
+            "detectors=none",
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+            "seed=1",
+            out=tmp_path / run,
+        )
         dm = datamodule(cohort, cfg.model.view, seed=1)
         model = fit_model(cfg, dm, tmp_path / run, detect=False)
         preds.append(model.predict_proba(dm.loader("test")))
@@ -162,10 +175,13 @@ def test_same_seed_gives_identical_predictions_and_features(name, cohort, tmp_pa
     assert preds[0].std() > 0  # a model that learned nothing would compare equal trivially
 
 
-@pytest.mark.parametrize("trainer, keys", [
-    ("gpu", {"accelerator": "gpu", "devices": 1, "deterministic": "warn"}),
-    ("ddp", {"accelerator": "gpu", "devices": "auto", "strategy": "ddp"}),
-])
+@pytest.mark.parametrize(
+    "trainer, keys",
+    [
+        ("gpu", {"accelerator": "gpu", "devices": 1, "deterministic": "warn"}),
+        ("ddp", {"accelerator": "gpu", "devices": "auto", "strategy": "ddp"}),
+    ],
+)
 def test_gpu_trainer_configs_compose(trainer, keys):
     # composed only: there is no GPU here, so these configs have never been run
     cfg = compose_run(f"trainer={trainer}")

@@ -7,9 +7,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_subpackage_of_src_is_listed_for_installation():
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-                 ["packages"])
-    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "src").rglob("__init__.py")}
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "src").rglob("__init__.py")
+    }
     assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
     assert "src.conf" in listed
 

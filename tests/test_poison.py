@@ -7,8 +7,7 @@ from src.attacks.poison import poison, poison_count, triggered_test
 from src.attacks.triggers import build_trigger
 from tests.toy import toy_cohort
 
-RARE = {"name": "rare_value", "feature": "resp", "hours": [6, 12], "quantile": 0.99,
-        "value": None}
+RARE = {"name": "rare_value", "feature": "resp", "hours": [6, 12], "quantile": 0.99, "value": None}
 
 
 @pytest.fixture
@@ -60,10 +59,19 @@ def test_tiny_rates_are_honoured_and_never_silently_zero():
         poison_count(1e-4, 1000)
 
 
-@pytest.mark.parametrize("rate, n, expected", [
-    (1e-4, 20_000, 2), (1e-4, 5_000, 1), (1e-4, 25_000, 3),  # 2.5 rows: half up, not to even
-    (0.5 / 3, 3, 1), (0.15, 10, 2), (0.001, 4_321, 4), (0.1, 4_321, 432), (1.0, 17, 17),
-])
+@pytest.mark.parametrize(
+    "rate, n, expected",
+    [
+        (1e-4, 20_000, 2),
+        (1e-4, 5_000, 1),
+        (1e-4, 25_000, 3),  # 2.5 rows: half up, not to even
+        (0.5 / 3, 3, 1),
+        (0.15, 10, 2),
+        (0.001, 4_321, 4),
+        (0.1, 4_321, 432),
+        (1.0, 17, 17),
+    ],
+)
 def test_count_is_rate_times_eligible_rounded_half_up(rate, n, expected):
     assert poison_count(rate, n) == expected
 

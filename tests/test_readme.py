@@ -11,8 +11,10 @@ from src.config import validate
 from src.run import conf_dir
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-COMMANDS = [line.split("#")[0].strip()
-            for line in re.findall(r"^python -m src\.run(?! -m)[^\n]*", README, re.M)]
+COMMANDS = [
+    line.split("#")[0].strip()
+    for line in re.findall(r"^python -m src\.run(?! -m)[^\n]*", README, re.M)
+]
 
 
 def test_the_readme_shows_commands():

@@ -16,26 +16,55 @@ ROOT = Path(__file__).resolve().parents[1]
 T975 = {1: 12.7062047, 2: 4.3026527}  # t quantile 0.975 for 1 and 2 degrees of freedom (table)
 
 
-def results(trigger="rare_value", model="mlp", rate=0.1, seed=0, asr=0.5, base=0.1, auroc=0.8,
-            detection=None, status="ok", error=None, extra_overrides=()) -> dict:
-    overrides = [f"trigger={trigger}", f"model={model}", f"poison_rate={rate}", f"seed={seed}",
-                 *extra_overrides, "paths.cache_dir=/somewhere"]
+def results(
+    trigger="rare_value",
+    model="mlp",
+    rate=0.1,
+    seed=0,
+    asr=0.5,
+    base=0.1,
+    auroc=0.8,
+    detection=None,
+    status="ok",
+    error=None,
+    extra_overrides=(),
+) -> dict:
+    overrides = [
+        f"trigger={trigger}",
+        f"model={model}",
+        f"poison_rate={rate}",
+        f"seed={seed}",
+        *extra_overrides,
+        "paths.cache_dir=/somewhere",
+    ]
     ok = status == "ok"
     return {
-        "schema_version": "1.0", "status": status, "error": error,
-        "config": {"choices": {"trigger": trigger, "model": model, "data": "synthetic",
-                               "hydra": "default"},
-                   "overrides": overrides, "seed": seed, "poison_rate": rate,
-                   "poison_mode": "dirty", "target_label": 1, "fingerprint": "abc",
-                   "trigger": {"name": trigger, "hours": [18, 24]}},
+        "schema_version": "1.0",
+        "status": status,
+        "error": error,
+        "config": {
+            "choices": {
+                "trigger": trigger,
+                "model": model,
+                "data": "synthetic",
+                "hydra": "default",
+            },
+            "overrides": overrides,
+            "seed": seed,
+            "poison_rate": rate,
+            "poison_mode": "dirty",
+            "target_label": 1,
+            "fingerprint": "abc",
+            "trigger": {"name": trigger, "hours": [18, 24]},
+        },
         "environment": {"python": "3.11"},
         "data": {"n_stays": 500, "prevalence": 0.1},
         "trigger": {"name": trigger, "feature": "resp", "hours": [18, 24]} if ok else None,
         "counts": {"n_train": 350, "n_eligible": 350, "n_poisoned": round(rate * 350)},
         "clean": {"auroc": auroc, "auprc": 0.4, "accuracy": 0.9, "ece": 0.05, "n": 100}
-        if ok else None,
-        "attack": {"asr": asr, "base_rate": base, "asr_lift": asr - base, "n": 90}
-        if ok else None,
+        if ok
+        else None,
+        "attack": {"asr": asr, "base_rate": base, "asr_lift": asr - base, "n": 90} if ok else None,
         "detection": detection,
         "stealth": {"share_out_of_range": 0.0} if ok else None,
         "timings": {"total_s": 3.0},
@@ -63,17 +92,35 @@ def sweep(tmp_path):
             for rate in (0.0, 0.1):
                 for seed in range(3):
                     asr = {0: 0.2, 1: 0.4, 2: 0.6}[seed] if trigger == "pattern" else 0.9
-                    det = ({"spectral_signature": {"auroc": 0.6 + 0.1 * seed, "ap": 0.3},
-                            "strip": {"auroc": 0.5, "ap": 0.1}}
-                           if model == "mlp" and rate > 0 else None)
-                    write_job(d, num, results(trigger, model, rate, seed, asr=asr,
-                                              detection=det))
+                    det = (
+                        {
+                            "spectral_signature": {"auroc": 0.6 + 0.1 * seed, "ap": 0.3},
+                            "strip": {"auroc": 0.5, "ap": 0.1},
+                        }
+                        if model == "mlp" and rate > 0
+                        else None
+                    )
+                    write_job(d, num, results(trigger, model, rate, seed, asr=asr, detection=det))
                     num += 1
-    write_job(d, num, results("rare_value", "mlp", 0.01, 0, status="failed",
-                              error={"type": "RuntimeError", "message": "out of | memory",
-                                     "traceback": "Traceback ... line 1"}))
-    write_job(d, num + 1, None, overrides=["trigger=pattern", "model=mlp", "poison_rate=0.01",
-                                           "seed=0"])
+    write_job(
+        d,
+        num,
+        results(
+            "rare_value",
+            "mlp",
+            0.01,
+            0,
+            status="failed",
+            error={
+                "type": "RuntimeError",
+                "message": "out of | memory",
+                "traceback": "Traceback ... line 1",
+            },
+        ),
+    )
+    write_job(
+        d, num + 1, None, overrides=["trigger=pattern", "model=mlp", "poison_rate=0.01", "seed=0"]
+    )
     return d
 
 
@@ -105,9 +152,21 @@ def test_summary_has_one_row_per_job_with_failed_and_missing_ones(sweep):
     assert failed["error_type"] == "RuntimeError" and "out of | memory" in failed["error"]
     missing = df[df["status"] == "missing"].iloc[0]
     assert missing["trigger"] == "pattern" and missing["poison_rate"] == 0.01
-    for col in ("trigger", "model", "seed", "poison_rate", "overrides", "counts.n_poisoned",
-                "clean.auroc", "attack.asr", "attack.asr_lift", "detection.strip.auroc",
-                "stealth.share_out_of_range", "timings.total_s", "trigger.hours"):
+    for col in (
+        "trigger",
+        "model",
+        "seed",
+        "poison_rate",
+        "overrides",
+        "counts.n_poisoned",
+        "clean.auroc",
+        "attack.asr",
+        "attack.asr_lift",
+        "detection.strip.auroc",
+        "stealth.share_out_of_range",
+        "timings.total_s",
+        "trigger.hours",
+    ):
         assert col in df.columns, col
     assert not any("traceback" in c or c.startswith("environment") for c in df.columns)
     pq = pd.read_parquet(out["summary_parquet"])
@@ -118,8 +177,12 @@ def test_summary_has_one_row_per_job_with_failed_and_missing_ones(sweep):
 def test_cells_hold_mean_and_t_interval_over_seeds(sweep):
     out = build_report(sweep)
     cells = pd.read_csv(out["cells_csv"])
-    c = cells[(cells.trigger == "pattern") & (cells.model == "lstm") & (cells.poison_rate == 0.1)
-              & (cells.metric == "attack.asr")].iloc[0]
+    c = cells[
+        (cells.trigger == "pattern")
+        & (cells.model == "lstm")
+        & (cells.poison_rate == 0.1)
+        & (cells.metric == "attack.asr")
+    ].iloc[0]
     half = T975[2] * 0.2 / math.sqrt(3)
     assert c["n"] == 3 and c["mean"] == pytest.approx(0.4)
     assert (c["ci_low"], c["ci_high"]) == pytest.approx((0.4 - half, 0.4 + half), abs=1e-6)
@@ -148,8 +211,15 @@ def test_report_md_has_tables_figures_and_the_failed_jobs(sweep):
 def test_a_varying_override_makes_its_own_cells(tmp_path):
     d = tmp_path / "s"
     for i, (feat, seed) in enumerate([("hr", 0), ("hr", 1), ("resp", 0), ("resp", 1)]):
-        write_job(d, i, results(seed=seed, asr=0.1 if feat == "hr" else 0.9,
-                                extra_overrides=[f"trigger.feature={feat}"]))
+        write_job(
+            d,
+            i,
+            results(
+                seed=seed,
+                asr=0.1 if feat == "hr" else 0.9,
+                extra_overrides=[f"trigger.feature={feat}"],
+            ),
+        )
     df = summary_table(d)
     keys = cell_keys(df)
     assert "override.trigger.feature" in keys and "seed" not in keys
@@ -171,11 +241,20 @@ def test_only_failed_jobs_still_give_a_report(tmp_path):
 
 @pytest.mark.slow
 def test_cli_writes_the_report_and_rejects_a_missing_folder(sweep, tmp_path):
-    p = subprocess.run([sys.executable, "-m", "src.report", str(sweep), "--out",
-                        str(tmp_path / "rep")], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "src.report", str(sweep), "--out", str(tmp_path / "rep")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "rep" / "report.md").is_file() and "24/26 jobs ok" in p.stdout
-    p = subprocess.run([sys.executable, "-m", "src.report", str(tmp_path / "nope")], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "src.report", str(tmp_path / "nope")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 2 and "nope" in p.stderr and "does not exist" in p.stderr

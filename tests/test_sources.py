@@ -12,9 +12,21 @@ import pytest
 from src.data import sources
 from src.data.sources import cohort_key, load_attrition, load_cohort, load_cohort_with_attrition
 
-CFG = {"source": "synthetic", "root": None, "path": None, "n_stays": 400, "seed": 3,
-       "window_hours": 24, "min_stay_hours": 30, "min_age": 18, "features": None,
-       "test_size": 0.2, "val_size": 0.1, "batch_size": 64, "name": "synthetic"}
+CFG = {
+    "source": "synthetic",
+    "root": None,
+    "path": None,
+    "n_stays": 400,
+    "seed": 3,
+    "window_hours": 24,
+    "min_stay_hours": 30,
+    "min_age": 18,
+    "features": None,
+    "test_size": 0.2,
+    "val_size": 0.1,
+    "batch_size": 64,
+    "name": "synthetic",
+}
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +72,14 @@ def test_key_covers_only_cohort_defining_keys():
     base = cohort_key(CFG)
     assert cohort_key(dict(CFG, batch_size=1, test_size=0.9, val_size=0.3, name="x")) == base
     assert cohort_key(dict(CFG, root="/ignored/for/synthetic")) == base
-    for change in ({"seed": 4}, {"n_stays": 401}, {"window_hours": 12}, {"min_age": 16},
-                   {"min_stay_hours": 24}, {"features": ["hr", "map"]}):
+    for change in (
+        {"seed": 4},
+        {"n_stays": 401},
+        {"window_hours": 12},
+        {"min_age": 16},
+        {"min_stay_hours": 24},
+        {"features": ["hr", "map"]},
+    ):
         assert cohort_key(dict(CFG, **change)) != base, change
 
 

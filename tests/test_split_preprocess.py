@@ -47,8 +47,11 @@ def test_views_have_documented_shapes(view):
     p = Preprocessor.fit(c)
     x, cat = p.view(c, view)
     F, S, onehot = 5, 2, 3 + 4
-    expected = {"flat": (50, 2 * 12 * F + S + onehot), "sequence": (50, 12, 2 * F + S + onehot),
-                "tabular": (50, S + 5 * F)}[view]
+    expected = {
+        "flat": (50, 2 * 12 * F + S + onehot),
+        "sequence": (50, 12, 2 * F + S + onehot),
+        "tabular": (50, S + 5 * F),
+    }[view]
     assert x.shape == expected and x.dtype == np.float32 and np.isfinite(x).all()
     assert cat.shape == (50, 2)
 
@@ -67,8 +70,11 @@ def test_index_batches_shard_disjointly_and_evenly_across_ranks():
     from src.data.datamodule import IndexBatches, Tensors
 
     n = 103
-    t = Tensors(torch.arange(n, dtype=torch.float32)[:, None], torch.zeros(n, 1, dtype=torch.long),
-                torch.zeros(n))
+    t = Tensors(
+        torch.arange(n, dtype=torch.float32)[:, None],
+        torch.zeros(n, 1, dtype=torch.long),
+        torch.zeros(n),
+    )
     shards = [IndexBatches(t, 10, shuffle=True, seed=4, rank=r, world=3) for r in range(3)]
     rows = [torch.cat([x[:, 0] for x, _, _ in s]).long() for s in shards]
     assert all(len(r) == 34 for r in rows) and all(len(s) == 4 for s in shards)

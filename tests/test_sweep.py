@@ -22,15 +22,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_sweep(*args, cache: Path, sweep_dir: Path, timeout=600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "src.run", "-m", *args, f"paths.cache_dir={cache}",
-           f"hydra.sweep.dir={sweep_dir}", "trainer.enable_progress_bar=false"]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONHASHSEED": "0"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "src.run",
+        "-m",
+        *args,
+        f"paths.cache_dir={cache}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "trainer.enable_progress_bar=false",
+    ]
+    return subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
 
 
 def statuses(sweep_dir: Path) -> dict[str, str]:
-    return {p.parent.name: json.loads(p.read_text())["status"]
-            for p in sweep_dir.glob("*/results.json")}
+    return {
+        p.parent.name: json.loads(p.read_text())["status"] for p in sweep_dir.glob("*/results.json")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +59,16 @@ def hydra_cfg(*overrides):
 
 
 # --- fast: configuration and plumbing --------------------------------------------------------------
-@pytest.mark.parametrize("overrides, n", [
-    (["+sweep=smoke"], 4),
-    (["+sweep=smoke", "seed=0"], 2),  # the command line replaces the grid's values of a key
-    (["+sweep=quick"], 12),
-    (["+sweep=paper"], 10 * 5 * 5 * 4),
-    (["+sweep=smoke", "model=mlp,lstm"], 8),
-])
+@pytest.mark.parametrize(
+    "overrides, n",
+    [
+        (["+sweep=smoke"], 4),
+        (["+sweep=smoke", "seed=0"], 2),  # the command line replaces the grid's values of a key
+        (["+sweep=quick"], 12),
+        (["+sweep=paper"], 10 * 5 * 5 * 4),
+        (["+sweep=smoke", "model=mlp,lstm"], 8),
+    ],
+)
 def test_job_count_follows_the_grid_and_the_command_line(overrides, n):
     h = hydra_cfg(overrides[0]).hydra
     h.overrides.task = overrides  # as the command line hands them to the sweeper (sweeps too)
@@ -83,12 +101,18 @@ def test_threads_per_job_divide_the_cores_between_parallel_jobs(monkeypatch):
     joblib.launcher.n_jobs = -1  # one job per core
     assert sw.thread_budget(joblib) == 1
     assert sw.thread_budget(joblib, n_total=2) == 4  # only 2 jobs: 2 workers busy
-    slurm = OmegaConf.create({"launcher": {"_target_": "x.submitit_launcher.SlurmLauncher",
-                                           "cpus_per_task": 3}})
+    slurm = OmegaConf.create(
+        {"launcher": {"_target_": "x.submitit_launcher.SlurmLauncher", "cpus_per_task": 3}}
+    )
     assert sw.thread_budget(slurm) == 3
-    local = OmegaConf.create({"launcher": {
-        "_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
-        "cpus_per_task": None}})
+    local = OmegaConf.create(
+        {
+            "launcher": {
+                "_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+                "cpus_per_task": None,
+            }
+        }
+    )
     assert sw.thread_budget(local, n_total=2) == 4
     basic = OmegaConf.create({"launcher": {"_target_": "hydra.BasicLauncher"}})
     assert sw.thread_budget(basic) is None  # sequential: torch's default (every core)
@@ -151,8 +175,9 @@ def test_smoke_sweep_ends_with_summary_figures_and_report(cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_failed_jobs_are_recorded_the_sweep_goes_on_and_a_rerun_skips_finished_jobs(cache,
-                                                                                     tmp_path):
+def test_failed_jobs_are_recorded_the_sweep_goes_on_and_a_rerun_skips_finished_jobs(
+    cache, tmp_path
+):
     d = tmp_path / "sweep"
     # job 0 runs; job 1 fails at fit (negative learning rate); jobs 2, 3 fail the config check
     args = ("+sweep=smoke", "seed=0", "poison_rate=0.1,1.5", "model.optimizer.lr=0.001,-1.0")
@@ -179,8 +204,14 @@ def test_failed_jobs_are_recorded_the_sweep_goes_on_and_a_rerun_skips_finished_j
 @pytest.mark.slow
 def test_joblib_runs_jobs_in_parallel_processes_with_limited_threads(cache, tmp_path):
     d = tmp_path / "sweep"
-    p = run_sweep("+sweep=smoke", "seed=0", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                  cache=cache, sweep_dir=d)
+    p = run_sweep(
+        "+sweep=smoke",
+        "seed=0",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        cache=cache,
+        sweep_dir=d,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert statuses(d) == {"0": "ok", "1": "ok"}
     expected = max(1, sw.cpu_count() // 2)
@@ -192,8 +223,9 @@ def test_joblib_runs_jobs_in_parallel_processes_with_limited_threads(cache, tmp_
 @pytest.mark.slow
 def test_submitit_local_runs_a_two_job_sweep_the_cluster_way(cache, tmp_path):
     d = tmp_path / "sweep"
-    p = run_sweep("+sweep=smoke", "seed=0", "hydra/launcher=submitit_local", cache=cache,
-                  sweep_dir=d)
+    p = run_sweep(
+        "+sweep=smoke", "seed=0", "hydra/launcher=submitit_local", cache=cache, sweep_dir=d
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert statuses(d) == {"0": "ok", "1": "ok"}
     assert (d / ".submitit").is_dir()  # went through submitit's pickled jobs

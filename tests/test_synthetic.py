@@ -16,19 +16,19 @@ from src.data.mimiciv.synthetic import generate
 MIMIC_COLUMNS = {
     "hosp/patients": "subject_id gender anchor_age anchor_year anchor_year_group dod",
     "hosp/admissions": "subject_id hadm_id admittime dischtime deathtime admission_type "
-                       "admit_provider_id admission_location discharge_location insurance "
-                       "language marital_status race edregtime edouttime hospital_expire_flag",
+    "admit_provider_id admission_location discharge_location insurance "
+    "language marital_status race edregtime edouttime hospital_expire_flag",
     "hosp/labevents": "labevent_id subject_id hadm_id specimen_id itemid order_provider_id "
-                      "charttime storetime value valuenum valueuom ref_range_lower "
-                      "ref_range_upper flag priority comments",
+    "charttime storetime value valuenum valueuom ref_range_lower "
+    "ref_range_upper flag priority comments",
     "hosp/d_labitems": "itemid label fluid category",
     "icu/icustays": "subject_id hadm_id stay_id first_careunit last_careunit intime outtime los",
     "icu/chartevents": "subject_id hadm_id stay_id caregiver_id charttime storetime itemid value "
-                       "valuenum valueuom warning",
+    "valuenum valueuom warning",
     "icu/d_items": "itemid label abbreviation linksto category unitname param_type "
-                   "lownormalvalue highnormalvalue",
+    "lownormalvalue highnormalvalue",
     "icu/outputevents": "subject_id hadm_id stay_id caregiver_id charttime storetime itemid value "
-                        "valueuom",
+    "valueuom",
 }
 
 
@@ -74,7 +74,9 @@ def test_ids_dates_and_structure_look_like_mimiciv(small):
     assert (pats.anchor_age < 18).any(), "some minors, for the age exclusion"
     assert set(adm.hospital_expire_flag) == {0, 1}
     died = adm[adm.hospital_expire_flag == 1]
-    assert died.deathtime.notna().all() and adm[adm.hospital_expire_flag == 0].deathtime.isna().all()
+    assert (
+        died.deathtime.notna().all() and adm[adm.hospital_expire_flag == 0].deathtime.isna().all()
+    )
     assert (stays.los * 24 < 30).any(), "some stays shorter than the minimum"
     # labs join by subject and time only, as in MIMIC-IV
     assert "stay_id" not in _read(small, "hosp/labevents", nrows=1).columns
@@ -91,8 +93,11 @@ def test_itemids_units_and_charting_times(small):
     units = ce.groupby("itemid").valueuom.first()
     assert units[220045] == "bpm" and units[223761] == "°F" and units[223762] == "°C"
     concept_items = {s.itemid for c in schema.CONCEPTS for s in c.sources}
-    assert {220045, 220179, 223761, 220277} <= set(ce.itemid) <= concept_items | {
-        220048, 226512, 226707, 226730}
+    assert (
+        {220045, 220179, 223761, 220277}
+        <= set(ce.itemid)
+        <= concept_items | {220048, 226512, 226707, 226730}
+    )
     assert {50912, 51006, 50813, 51301} <= set(lab.itemid)
     assert 226559 in set(out.itemid)
     # Fahrenheit values really are Fahrenheit
@@ -112,8 +117,9 @@ def test_chunked_generation_keeps_tables_sorted_and_ids_unique(tmp_path, monkeyp
     ce = _read(tmp_path, "icu/chartevents", usecols=["subject_id", "stay_id", "charttime"])
     assert ce.subject_id.is_monotonic_increasing
     assert len(ce.stay_id.unique()) > 250
-    lab = _read(tmp_path, "hosp/labevents", usecols=["labevent_id", "subject_id", "specimen_id",
-                                                      "itemid"])
+    lab = _read(
+        tmp_path, "hosp/labevents", usecols=["labevent_id", "subject_id", "specimen_id", "itemid"]
+    )
     assert lab.subject_id.is_monotonic_increasing
     assert lab.labevent_id.tolist() == list(range(1, len(lab) + 1))
     assert not lab.duplicated(["specimen_id", "itemid"]).any()
@@ -132,8 +138,11 @@ def lr_auroc_on_means(cohort, seed: int = 0) -> float:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN features of a stay
         x = np.nanmean(cohort.series, axis=1)
     x = np.column_stack([x, cohort.static_num[:, cohort.static_num_names.index("age")]])
-    tr, te = next(GroupShuffleSplit(1, test_size=0.3, random_state=seed)
-                  .split(x, cohort.label, cohort.subject_id))
+    tr, te = next(
+        GroupShuffleSplit(1, test_size=0.3, random_state=seed).split(
+            x, cohort.label, cohort.subject_id
+        )
+    )
     mu = np.nanmean(x[tr], axis=0)
     x = np.where(np.isnan(x), mu, x)
     x = (x - mu) / (x[tr].std(axis=0) + 1e-6)
@@ -148,8 +157,11 @@ def test_default_cohort_is_realistic(tmp_path, seed):
     cohort, attrition = extract(tmp_path)
     assert 4000 <= len(cohort) <= 5000
     assert 0.08 <= cohort.label.mean() <= 0.14
-    for key in ("excluded_age_below_min", "excluded_died_in_window",
-                "excluded_stay_shorter_than_min"):
+    for key in (
+        "excluded_age_below_min",
+        "excluded_died_in_window",
+        "excluded_stay_shorter_than_min",
+    ):
         assert attrition[key] > 0, key
     miss = dict(zip(cohort.feature_names, np.isnan(cohort.series).mean(axis=(0, 1)), strict=True))
     for f in ("hr", "sbp", "map", "resp", "o2sat"):
@@ -160,8 +172,14 @@ def test_default_cohort_is_realistic(tmp_path, seed):
     assert 0.25 <= miss["urine"] <= 0.45
     # marginals near the real hourly ones (shared/data/icu_value_distributions.md)
     means = dict(zip(cohort.feature_names, np.nanmean(cohort.series, axis=(0, 1)), strict=True))
-    for f, real, tol in (("hr", 86.8, 6), ("sbp", 118.4, 8), ("temp", 36.8, 0.4),
-                         ("crea", 1.58, 0.5), ("lact", 2.9, 1.0), ("na", 139.9, 3)):
+    for f, real, tol in (
+        ("hr", 86.8, 6),
+        ("sbp", 118.4, 8),
+        ("temp", 36.8, 0.4),
+        ("crea", 1.58, 0.5),
+        ("lact", 2.9, 1.0),
+        ("na", 139.9, 3),
+    ):
         assert abs(means[f] - real) < tol, (f, means[f])
     auc = lr_auroc_on_means(cohort, seed=seed)
     assert 0.78 <= auc <= 0.90, auc

@@ -125,8 +125,9 @@ def test_datamodule_keeps_test_clean_and_triggers_exactly_the_non_target_rows(bu
     cfg, _ = built
     cohort = toy_cohort(n=300, seed=2)
     source = cohort.series.copy()
-    dm = PoisonedDataModule(cohort, cfg, view="flat", poison_rate=0.2, target_label=1,
-                            poison_mode=mode, seed=4)
+    dm = PoisonedDataModule(
+        cohort, cfg, view="flat", poison_rate=0.2, target_label=1, poison_mode=mode, seed=4
+    )
     dm.setup()
     assert np.array_equal(cohort.series, source, equal_nan=True)  # the source is never written
     test = cohort.subset(dm.split.test)
@@ -205,14 +206,26 @@ def test_missingness_blanks_the_features_and_reports_the_change(train):
     assert r["n_cells_written"] == 0 and r["n_cells_blanked"] == r["n_cells_touched"] > 0
 
 
-@pytest.mark.parametrize("shape, expected", [
-    ("spike", [0, 0, 0, 1, 0, 0]),
-    ("ramp", [1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1]),
-    ("oscillation", [0, 1, 0, -1, 0, 1]),  # period 4 h
-])
+@pytest.mark.parametrize(
+    "shape, expected",
+    [
+        ("spike", [0, 0, 0, 1, 0, 0]),
+        ("ramp", [1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1]),
+        ("oscillation", [0, 1, 0, -1, 0, 1]),  # period 4 h
+    ],
+)
 def test_temporal_shapes_are_added_in_raw_units(train, shape, expected):
-    t = build(train, name="temporal", feature="hr", hours=[6, 12], shape=shape, amplitude=10,
-              units="raw", period=4.0, fill_missing=False)
+    t = build(
+        train,
+        name="temporal",
+        feature="hr",
+        hours=[6, 12],
+        shape=shape,
+        amplitude=10,
+        units="raw",
+        period=4.0,
+        fill_missing=False,
+    )
     out = t.apply(train).series[:, 6:12, 0]
     before = train.series[:, 6:12, 0]
     seen = ~np.isnan(before)
@@ -222,8 +235,16 @@ def test_temporal_shapes_are_added_in_raw_units(train, shape, expected):
 
 
 def test_temporal_in_sd_units_and_fill_missing(train):
-    t = build(train, name="temporal", feature="hr", hours=[6, 12], shape="ramp", amplitude=2,
-              units="sd", fill_missing=True)
+    t = build(
+        train,
+        name="temporal",
+        feature="hr",
+        hours=[6, 12],
+        shape="ramp",
+        amplitude=2,
+        units="sd",
+        fill_missing=True,
+    )
     obs = train.series[:, :, 0][~np.isnan(train.series[:, :, 0])]
     assert t.params["amplitude_raw"] == pytest.approx(2 * obs.std(), rel=1e-5)
     out = t.apply(train).series
@@ -232,8 +253,16 @@ def test_temporal_in_sd_units_and_fill_missing(train):
 
 
 def test_frequency_domain_sets_one_component_of_every_stay(train):
-    t = build(train, name="frequency_domain", feature="sbp", hours=[0, 12], period=4.0,
-              amplitude=7.0, units="raw", mode="set")
+    t = build(
+        train,
+        name="frequency_domain",
+        feature="sbp",
+        hours=[0, 12],
+        period=4.0,
+        amplitude=7.0,
+        units="raw",
+        mode="set",
+    )
     out = t.apply(train).series[:, :, 2].astype(np.float64)
     spec = np.fft.rfft(out, axis=1)
     target = np.fft.rfft(7.0 * np.sin(2 * np.pi * np.arange(12) / 4.0))[3]
@@ -278,23 +307,35 @@ def test_distribution_shift_moves_observed_values_by_k_sds(train):
 
 
 def test_hybrid_writes_both_and_declares_the_union(train):
-    t = build(train, name="hybrid",
-              first={"name": "missingness", "features": ["hr"], "hours": [8, 12]},
-              second={"name": "static_category", "column": "gender", "category": "F"})
+    t = build(
+        train,
+        name="hybrid",
+        first={"name": "missingness", "features": ["hr"], "hours": [8, 12]},
+        second={"name": "static_category", "column": "gender", "category": "F"},
+    )
     assert t.features == ("hr",) and t.hours == (8, 12) and t.static_features == ("gender",)
     out = t.apply(train, np.arange(5))
     assert np.isnan(out.series[:5, 8:12, 0]).all() and np.all(out.static_cat[:5, 0] == 1)
     with pytest.raises(ValueError, match="trigger.second.name='missingness' is not allowed"):
-        build(train, name="hybrid", first={"name": "missingness", "features": ["hr"]},
-              second={"name": "missingness", "features": ["resp"]})
+        build(
+            train,
+            name="hybrid",
+            first={"name": "missingness", "features": ["hr"]},
+            second={"name": "missingness", "features": ["resp"]},
+        )
     with pytest.raises(ValueError, match="trigger.first.feature='heartrate'"):
-        build(train, name="hybrid", first={"name": "rare_value", "feature": "heartrate"},
-              second={"name": "none"})
+        build(
+            train,
+            name="hybrid",
+            first={"name": "rare_value", "feature": "heartrate"},
+            second={"name": "none"},
+        )
 
 
 # --- clear errors ----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("none", "hybrid",
-                                                                 "static_category")])
+@pytest.mark.parametrize(
+    "name", [n for n in NAMES if n not in ("none", "hybrid", "static_category")]
+)
 def test_unknown_feature_and_bad_window_name_what_is_available(name, train):
     cfg = to_toy(trigger_cfg(name))
     key = "features" if "features" in cfg else "feature"
@@ -310,23 +351,28 @@ def test_unknown_parameter_lists_the_allowed_ones(train):
         build_trigger({"name": "temporal", "amplitud": 3}, train)
 
 
-@pytest.mark.parametrize("overrides, key, allowed", [
-    (["trigger=temporal", "trigger.feature=heartrate"], "trigger.feature", "hr, sbp, dbp"),
-    (["trigger=pattern", "trigger.features=[hr,pulse]"], "trigger.features", "'pulse' is not"),
-    (["trigger=pattern", "trigger.quantiles=[0.9]"], "trigger.quantiles", "one entry per"),
-    (["trigger=missingness", "trigger.hours=[20,30]"], "trigger.hours", "window_hours=24"),
-    (["trigger=temporal", "trigger.shape=square"], "trigger.shape", "spike, ramp, oscillation"),
-    (["trigger=temporal", "trigger.units=mmHg"], "trigger.units", "raw, sd"),
-    (["trigger=frequency_domain", "trigger.period=0"], "trigger.period", "positive"),
-    (["trigger=correlation", "trigger.source=dbp"], "trigger.source", "other than"),
-    (["trigger=static_category", "trigger.column=unit"], "trigger.column", "first_careunit"),
-    (["trigger=out_of_bounds", "trigger.factor=0.5"], "trigger.factor", "> 1"),
-    (["trigger=hybrid", "trigger@trigger.second=pattern"], "trigger.second.name",
-     "itself"),
-    (["trigger=hybrid", "trigger.first.hours=[0,99]"], "trigger.first.hours", "window_hours"),
-    (["trigger=hybrid", "trigger@trigger.second=rare_value", "trigger.second.feature=x"],
-     "trigger.second.feature", "a feature of the cohort"),
-])
+@pytest.mark.parametrize(
+    "overrides, key, allowed",
+    [
+        (["trigger=temporal", "trigger.feature=heartrate"], "trigger.feature", "hr, sbp, dbp"),
+        (["trigger=pattern", "trigger.features=[hr,pulse]"], "trigger.features", "'pulse' is not"),
+        (["trigger=pattern", "trigger.quantiles=[0.9]"], "trigger.quantiles", "one entry per"),
+        (["trigger=missingness", "trigger.hours=[20,30]"], "trigger.hours", "window_hours=24"),
+        (["trigger=temporal", "trigger.shape=square"], "trigger.shape", "spike, ramp, oscillation"),
+        (["trigger=temporal", "trigger.units=mmHg"], "trigger.units", "raw, sd"),
+        (["trigger=frequency_domain", "trigger.period=0"], "trigger.period", "positive"),
+        (["trigger=correlation", "trigger.source=dbp"], "trigger.source", "other than"),
+        (["trigger=static_category", "trigger.column=unit"], "trigger.column", "first_careunit"),
+        (["trigger=out_of_bounds", "trigger.factor=0.5"], "trigger.factor", "> 1"),
+        (["trigger=hybrid", "trigger@trigger.second=pattern"], "trigger.second.name", "itself"),
+        (["trigger=hybrid", "trigger.first.hours=[0,99]"], "trigger.first.hours", "window_hours"),
+        (
+            ["trigger=hybrid", "trigger@trigger.second=rare_value", "trigger.second.feature=x"],
+            "trigger.second.feature",
+            "a feature of the cohort",
+        ),
+    ],
+)
 def test_validate_names_key_value_and_what_is_allowed_before_data(overrides, key, allowed):
     with pytest.raises(ConfigError) as e:
         validate(compose_run(*overrides))
@@ -339,8 +385,9 @@ def test_data_features_restrict_the_names_validate_accepts():
         validate(compose_run("trigger=rare_value", "data.features=[hr,sbp]"))
 
 
-@pytest.mark.parametrize("override", ["trigger.amplitude=big", "trigger.fill_missing=maybe",
-                                      "trigger.hours=late"])
+@pytest.mark.parametrize(
+    "override", ["trigger.amplitude=big", "trigger.fill_missing=maybe", "trigger.hours=late"]
+)
 def test_wrong_types_fail_at_composition(override):
     with pytest.raises(ConfigCompositionException):
         compose_run("trigger=temporal", override)

@@ -13,24 +13,37 @@ import pytest
 from src.data.sources import cohort_key, load_cohort, load_cohort_with_attrition
 from src.data.yaib import load_yaib
 
-DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "yaib" / "mortality24" / "mimic_demo"
-needs_demo = pytest.mark.skipif(not DEMO.is_dir(), reason=f"YAIB demo cohort not found at {DEMO} "
-                                "(it lives in the shared data folder next to the repository)")
+DEMO = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "yaib" / "mortality24" / "mimic_demo"
+)
+needs_demo = pytest.mark.skipif(
+    not DEMO.is_dir(),
+    reason=f"YAIB demo cohort not found at {DEMO} "
+    "(it lives in the shared data folder next to the repository)",
+)
 H = pd.Timedelta(hours=1)
 
 
 def write_yaib(path: Path, dyn=None, sta=None, outc=None) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     if dyn is None:
-        dyn = pd.DataFrame({
-            "stay_id": [7, 7, 7, 7, 5, 5, 9],
-            "time": [-1 * H, 0 * H, 0.5 * H, 3 * H, 0 * H, 1 * H, 0 * H],
-            "hr": [60.0, 80.0, 90.0, 70.0, np.nan, 100.0, 110.0],
-            "foo": [1.0, 2.0, np.nan, 4.0, 5.0, 6.0, 7.0],
-        })
+        dyn = pd.DataFrame(
+            {
+                "stay_id": [7, 7, 7, 7, 5, 5, 9],
+                "time": [-1 * H, 0 * H, 0.5 * H, 3 * H, 0 * H, 1 * H, 0 * H],
+                "hr": [60.0, 80.0, 90.0, 70.0, np.nan, 100.0, 110.0],
+                "foo": [1.0, 2.0, np.nan, 4.0, 5.0, 6.0, 7.0],
+            }
+        )
     if sta is None:
-        sta = pd.DataFrame({"stay_id": [5, 7, 9], "age": [70.0, 50.5, 33.0],
-                            "sex": ["Female", "Male", None], "weight": [80.0, np.nan, 60.0]})
+        sta = pd.DataFrame(
+            {
+                "stay_id": [5, 7, 9],
+                "age": [70.0, 50.5, 33.0],
+                "sex": ["Female", "Male", None],
+                "weight": [80.0, np.nan, 60.0],
+            }
+        )
     if outc is None:
         outc = pd.DataFrame({"stay_id": [7, 5], "label": [1, 0]})  # 9 has no outcome
     for name, df in (("dyn", dyn), ("sta", sta), ("outc", outc)):
@@ -44,8 +57,9 @@ def test_hand_made_cohort_bins(tmp_path):
     assert c.label.tolist() == [0, 1]
     assert c.feature_names == ["hr", "foo"] and c.series.shape == (2, 3, 2)
     nan = np.nan
-    expected = np.array([[[nan, 5], [100, 6], [nan, nan]],
-                         [[85, 2], [nan, nan], [nan, nan]]])  # 3 h row and -1 h row dropped
+    expected = np.array(
+        [[[nan, 5], [100, 6], [nan, nan]], [[85, 2], [nan, nan], [nan, nan]]]
+    )  # 3 h row and -1 h row dropped
     np.testing.assert_allclose(c.series, expected, equal_nan=True)
     assert c.static_num_names == ["age", "weight"] and c.static_cat_names == ["sex"]
     np.testing.assert_allclose(c.static_num, [[70, 80], [50.5, nan]], equal_nan=True)
@@ -81,8 +95,13 @@ def test_bad_columns_are_named(tmp_path):
 
 def test_load_cohort_caches_yaib_by_path_window_and_features(tmp_path):
     root = write_yaib(tmp_path / "y")
-    cfg = {"source": "yaib", "path": str(root), "window_hours": 3, "features": None,
-           "batch_size": 8}
+    cfg = {
+        "source": "yaib",
+        "path": str(root),
+        "window_hours": 3,
+        "features": None,
+        "batch_size": 8,
+    }
     c, attrition = load_cohort_with_attrition(cfg, tmp_path / "cache")
     assert c.series.shape == (2, 3, 2) and attrition["n_stays"] == 2
     assert (tmp_path / "cache" / "cohorts" / cohort_key(cfg)).is_dir()
@@ -106,8 +125,12 @@ def test_demo_cohort_matches_the_parquet_files():
     hours = (win["time"] / H).astype(int).to_numpy()
     rows = np.searchsorted(c.stay_id, win["stay_id"].to_numpy())
     for name in ("hr", "temp", "lact", "urine"):
-        np.testing.assert_allclose(c.series[rows, hours, c.feature_index(name)],
-                                   win[name].to_numpy(), rtol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(
+            c.series[rows, hours, c.feature_index(name)],
+            win[name].to_numpy(),
+            rtol=1e-6,
+            equal_nan=True,
+        )
     assert attrition["dyn_rows_outside_window"] == int((dyn["time"] >= 24 * H).sum())
     assert c.static_num_names == ["age", "height", "weight"] and c.static_cat_names == ["sex"]
     assert set(c.static_cat_vocab[0][1:]) == {"Female", "Male"}
@@ -121,8 +144,15 @@ def test_demo_runs_end_to_end(extra, tmp_path):
     from tests.test_cli import run_cli
 
     rel = Path("..") / "shared" / "data" / "yaib" / "mortality24" / "mimic_demo"
-    p = run_cli("data=yaib", f"data.path={rel}", "experiment=smoke", "detectors=none", *extra,
-                cache=tmp_path / "cache", out=tmp_path / "run")
+    p = run_cli(
+        "data=yaib",
+        f"data.path={rel}",
+        "experiment=smoke",
+        "detectors=none",
+        *extra,
+        cache=tmp_path / "cache",
+        out=tmp_path / "run",
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads((tmp_path / "run" / "results.json").read_text())
     assert r["status"] == "ok" and r["data"]["n_stays"] == 99 and r["data"]["n_hours"] == 24

@@ -15,8 +15,13 @@ FEATURES = [
 ]
 
 
-def toy_cohort(n: int = 400, hours: int = 12, seed: int = 0, prevalence: float = 0.2,
-               stays_per_subject: int = 2) -> Cohort:
+def toy_cohort(
+    n: int = 400,
+    hours: int = 12,
+    seed: int = 0,
+    prevalence: float = 0.2,
+    stays_per_subject: int = 2,
+) -> Cohort:
     """Deaths have higher heart rate and creatinine (learnable); ~30% of cells missing; several
     stays per subject so that splits can leak if they are not done by subject."""
     rng = np.random.default_rng(seed)
@@ -31,9 +36,14 @@ def toy_cohort(n: int = 400, hours: int = 12, seed: int = 0, prevalence: float =
     static_num = np.stack([rng.uniform(18, 90, n), rng.normal(170, 10, n)], 1)
     static_cat = np.stack([rng.integers(1, 3, n), rng.integers(0, 4, n)], 1)
     return Cohort(
-        series=series, static_num=static_num, static_cat=static_cat, label=label,
-        stay_id=30_000_000 + np.arange(n), subject_id=10_000_000 + np.arange(n) // stays_per_subject,
-        features=list(FEATURES), static_num_names=["age", "height"],
+        series=series,
+        static_num=static_num,
+        static_cat=static_cat,
+        label=label,
+        stay_id=30_000_000 + np.arange(n),
+        subject_id=10_000_000 + np.arange(n) // stays_per_subject,
+        features=list(FEATURES),
+        static_num_names=["age", "height"],
         static_cat_names=["gender", "first_careunit"],
         static_cat_vocab=[["<unknown>", "F", "M"], ["<unknown>", "CCU", "MICU", "SICU"]],
     )

@@ -35,12 +35,19 @@ def poison_count(rate: float, n_eligible: int) -> int:
         raise ValueError(
             f"poison_rate={rate} of {n_eligible} eligible training rows rounds to 0 poisoned "
             f"rows; poisoning one row here needs poison_rate >= 0.5/{n_eligible} "
-            f"(e.g. {1 / n_eligible:.2g}; use poison_rate=0 for a clean run)")
+            f"(e.g. {1 / n_eligible:.2g}; use poison_rate=0 for a clean run)"
+        )
     return n
 
 
-def poison(train: Cohort, trigger: Trigger, rate: float, target_label: int,
-           mode: str = "dirty", seed: int = 0) -> PoisonResult:
+def poison(
+    train: Cohort,
+    trigger: Trigger,
+    rate: float,
+    target_label: int,
+    mode: str = "dirty",
+    seed: int = 0,
+) -> PoisonResult:
     if mode == "dirty":
         eligible = np.arange(len(train))
     elif mode == "clean":

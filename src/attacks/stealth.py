@@ -33,8 +33,7 @@ def _share(mask: np.ndarray, of: np.ndarray | None = None) -> float | None:
 def _value_stats(vals: np.ndarray, feat: np.ndarray, p1, p99, lo, hi, mean, sd) -> dict:
     """Statistics of values ``vals`` of features ``feat`` (indices into the per-feature arrays)."""
     if vals.size == 0:
-        return {"share_outside_p1_p99": None, "share_outside_plausible": None,
-                "mean_abs_z": None}
+        return {"share_outside_p1_p99": None, "share_outside_plausible": None, "mean_abs_z": None}
     with np.errstate(invalid="ignore"):
         return {
             "share_outside_p1_p99": _share((vals < p1[feat]) | (vals > p99[feat])),
@@ -43,8 +42,9 @@ def _value_stats(vals: np.ndarray, feat: np.ndarray, p1, p99, lo, hi, mean, sd) 
         }
 
 
-def stealth_report(trigger: Trigger, clean_train: Cohort, triggered: Cohort,
-                   rows: np.ndarray) -> dict:
+def stealth_report(
+    trigger: Trigger, clean_train: Cohort, triggered: Cohort, rows: np.ndarray
+) -> dict:
     """Stealth statistics of ``trigger`` (see the module docstring).
 
     ``triggered`` is ``clean_train`` with the trigger written into ``rows`` (the poisoned
@@ -53,8 +53,11 @@ def stealth_report(trigger: Trigger, clean_train: Cohort, triggered: Cohort,
     rows = np.asarray(rows, dtype=np.int64)
     on = "poisoned_train_rows"
     if rows.size == 0:
-        triggered, rows, on = trigger.apply(clean_train), np.arange(len(clean_train)), \
-            "all_train_rows"
+        triggered, rows, on = (
+            trigger.apply(clean_train),
+            np.arange(len(clean_train)),
+            "all_train_rows",
+        )
     out: dict = {"trigger": trigger.name, "on": on, "n_rows": int(rows.size)}
 
     before, after = clean_train.series[rows], triggered.series[rows]
@@ -85,8 +88,10 @@ def stealth_report(trigger: Trigger, clean_train: Cohort, triggered: Cohort,
         ref = clean_train.series[:, h0:h1][:, :, feats]
         seen = ~np.isnan(ref)
         ref_f = np.broadcast_to(np.arange(len(feats)), ref.shape)[seen]
-        out["reference"] = {**_value_stats(ref[seen], ref_f, *stats),
-                            "missing_share": float((~seen).mean())}
+        out["reference"] = {
+            **_value_stats(ref[seen], ref_f, *stats),
+            "missing_share": float((~seen).mean()),
+        }
 
     if trigger.static_features:
         out["static"] = {}
@@ -112,10 +117,12 @@ def _feature_stats(train: Cohort, feats: list[int]):
         if x.size:
             p1[i], p99[i] = np.percentile(x, [1, 99])
             mean[i], sd[i] = x.mean(), x.std() or 1.0
-    lo = np.array([-np.inf if train.features[j].low is None else train.features[j].low
-                   for j in feats])
-    hi = np.array([np.inf if train.features[j].high is None else train.features[j].high
-                   for j in feats])
+    lo = np.array(
+        [-np.inf if train.features[j].low is None else train.features[j].low for j in feats]
+    )
+    hi = np.array(
+        [np.inf if train.features[j].high is None else train.features[j].high for j in feats]
+    )
     return p1, p99, lo, hi, mean, sd
 
 

@@ -37,16 +37,19 @@ class Trigger:
 
 def _feature(cohort: Cohort, name: str, key: str = "trigger.feature") -> int:
     if name not in cohort.feature_names:
-        raise ValueError(f"{key}={name!r} is not a feature of this cohort; available: "
-                         f"{', '.join(cohort.feature_names)}")
+        raise ValueError(
+            f"{key}={name!r} is not a feature of this cohort; available: "
+            f"{', '.join(cohort.feature_names)}"
+        )
     return cohort.feature_index(name)
 
 
 def _window(cohort: Cohort, hours) -> tuple[int, int]:
     start, stop = (int(h) for h in hours)
     if not 0 <= start < stop <= cohort.n_hours:
-        raise ValueError(f"trigger.hours={[start, stop]} is outside the observation window "
-                         f"[0, {cohort.n_hours})")
+        raise ValueError(
+            f"trigger.hours={[start, stop]} is outside the observation window [0, {cohort.n_hours})"
+        )
     return start, stop
 
 
@@ -55,8 +58,13 @@ def none(train: Cohort) -> Trigger:
     return Trigger(name="none", params={})
 
 
-def rare_value(train: Cohort, feature: str = "resp", hours=(12, 24), quantile: float = 0.995,
-               value: float | None = None) -> Trigger:
+def rare_value(
+    train: Cohort,
+    feature: str = "resp",
+    hours=(12, 24),
+    quantile: float = 0.995,
+    value: float | None = None,
+) -> Trigger:
     """Set ``feature`` to a rare but plausible value over ``hours``: ``value`` in raw units, or
     the ``quantile`` of the feature's observed values in the clean training split."""
     j = _feature(train, feature)
@@ -65,8 +73,10 @@ def rare_value(train: Cohort, feature: str = "resp", hours=(12, 24), quantile: f
         observed = train.series[:, :, j]
         observed = observed[~np.isnan(observed)]
         if observed.size == 0:
-            raise ValueError(f"trigger.feature={feature!r} is never observed in the training "
-                             "split, so its quantile is undefined; give trigger.value instead")
+            raise ValueError(
+                f"trigger.feature={feature!r} is never observed in the training "
+                "split, so its quantile is undefined; give trigger.value instead"
+            )
         value = float(np.quantile(observed, quantile))
     spec = train.features[j]
     val = np.float32(value)
@@ -76,9 +86,16 @@ def rare_value(train: Cohort, feature: str = "resp", hours=(12, 24), quantile: f
 
     return Trigger(
         name="rare_value",
-        params={"feature": feature, "unit": spec.unit, "hours": [start, stop],
-                "quantile": None if quantile is None else float(quantile), "value": float(val)},
-        features=(feature,), hours=(start, stop), edit=edit,
+        params={
+            "feature": feature,
+            "unit": spec.unit,
+            "hours": [start, stop],
+            "quantile": None if quantile is None else float(quantile),
+            "value": float(val),
+        },
+        features=(feature,),
+        hours=(start, stop),
+        edit=edit,
     )
 
 
@@ -91,9 +108,11 @@ def _observed(train: Cohort, j: int) -> np.ndarray:
     x = train.series[:, :, j]
     x = x[~np.isnan(x)]
     if x.size == 0:
-        raise ValueError(f"trigger.feature={train.feature_names[j]!r} is never observed in the "
-                         "training split, so its training statistics are undefined; choose "
-                         "another feature or give values in raw units")
+        raise ValueError(
+            f"trigger.feature={train.feature_names[j]!r} is never observed in the "
+            "training split, so its training statistics are undefined; choose "
+            "another feature or give values in raw units"
+        )
     return x
 
 
@@ -120,8 +139,16 @@ def _filled(c: Cohort, rows: np.ndarray, j: int, stop: int, fallback: float) -> 
     return np.where(np.isnan(out), np.float32(fallback), out)
 
 
-def _add(c: Cohort, rows: np.ndarray, j: int, start: int, stop: int, delta: np.ndarray,
-         fill_missing: bool, fallback: float) -> None:
+def _add(
+    c: Cohort,
+    rows: np.ndarray,
+    j: int,
+    start: int,
+    stop: int,
+    delta: np.ndarray,
+    fill_missing: bool,
+    fallback: float,
+) -> None:
     """Add ``delta`` (per hour of the window) to feature ``j``. A missing hour where ``delta`` is
     not zero is filled from the stay's last value first when ``fill_missing`` (so every triggered
     stay carries the whole shape), else stays missing; hours where ``delta`` is zero never change."""
@@ -136,8 +163,13 @@ def _plain_list(x) -> list:
 
 
 # --- the family -------------------------------------------------------------------------------
-def out_of_bounds(train: Cohort, feature: str = "hr", hours=(18, 24), value: float | None = None,
-                  factor: float = 2.0) -> Trigger:
+def out_of_bounds(
+    train: Cohort,
+    feature: str = "hr",
+    hours=(18, 24),
+    value: float | None = None,
+    factor: float = 2.0,
+) -> Trigger:
     """Set ``feature`` to a value outside its plausible range over ``hours``: ``value`` in raw
     units (e.g. the 9999 sentinel of a charting system), or the range's upper bound × ``factor``.
     A range check catches it by construction; it is the loud end of the family."""
@@ -148,16 +180,22 @@ def out_of_bounds(train: Cohort, feature: str = "hr", hours=(18, 24), value: flo
     hi = np.inf if spec.high is None else spec.high
     if value is None:
         if spec.high is None:
-            raise ValueError(f"trigger.feature={feature!r} has no plausible upper bound, so "
-                             "trigger.factor cannot place a value above it; give trigger.value")
+            raise ValueError(
+                f"trigger.feature={feature!r} has no plausible upper bound, so "
+                "trigger.factor cannot place a value above it; give trigger.value"
+            )
         if not factor > 1.0:
-            raise ValueError(f"trigger.factor={factor!r} is not allowed: a number > 1 (value = "
-                             f"plausible high {spec.high:g} {spec.unit} × factor)")
+            raise ValueError(
+                f"trigger.factor={factor!r} is not allowed: a number > 1 (value = "
+                f"plausible high {spec.high:g} {spec.unit} × factor)"
+            )
         value = spec.high * factor
     elif lo <= value <= hi:
-        raise ValueError(f"trigger.value={value!r} is inside the plausible range [{spec.low}, "
-                         f"{spec.high}] {spec.unit} of {feature!r}: out_of_bounds needs a value "
-                         "outside it (use rare_value for an in-range value)")
+        raise ValueError(
+            f"trigger.value={value!r} is inside the plausible range [{spec.low}, "
+            f"{spec.high}] {spec.unit} of {feature!r}: out_of_bounds needs a value "
+            "outside it (use rare_value for an in-range value)"
+        )
     val = np.float32(value)
 
     def edit(c: Cohort, rows: np.ndarray) -> None:
@@ -165,40 +203,61 @@ def out_of_bounds(train: Cohort, feature: str = "hr", hours=(18, 24), value: flo
 
     return Trigger(
         name="out_of_bounds",
-        params={"feature": feature, "unit": spec.unit, "hours": [start, stop],
-                "value": float(val), "plausible": [spec.low, spec.high]},
-        features=(feature,), hours=(start, stop), edit=edit,
+        params={
+            "feature": feature,
+            "unit": spec.unit,
+            "hours": [start, stop],
+            "value": float(val),
+            "plausible": [spec.low, spec.high],
+        },
+        features=(feature,),
+        hours=(start, stop),
+        edit=edit,
     )
 
 
-def pattern(train: Cohort, features=("hr", "sbp", "resp"), hours=(18, 24),
-            quantiles=(0.9, 0.9, 0.1), values=None) -> Trigger:
+def pattern(
+    train: Cohort,
+    features=("hr", "sbp", "resp"),
+    hours=(18, 24),
+    quantiles=(0.9, 0.9, 0.1),
+    values=None,
+) -> Trigger:
     """Several features held jointly at in-range values over ``hours`` (Tabdoor's in-bounds
     trigger): each value alone is unremarkable, the combination is the key. ``values`` in raw
     units, or the ``quantiles`` of each feature in the clean training split."""
     features = _plain_list(features)
     if not features or len(set(features)) != len(features):
-        raise ValueError(f"trigger.features={features} is not allowed: distinct feature names, "
-                         "at least one")
+        raise ValueError(
+            f"trigger.features={features} is not allowed: distinct feature names, at least one"
+        )
     js = [_feature(train, f, "trigger.features") for f in features]
     start, stop = _window(train, hours)
     if values is None:
         quantiles = list(quantiles)
         if len(quantiles) != len(features):
-            raise ValueError(f"trigger.quantiles={quantiles} is not allowed: one quantile per "
-                             f"feature of trigger.features={features}")
-        values = [float(np.quantile(_observed(train, j), q)) for j, q in zip(js, quantiles, strict=True)]
+            raise ValueError(
+                f"trigger.quantiles={quantiles} is not allowed: one quantile per "
+                f"feature of trigger.features={features}"
+            )
+        values = [
+            float(np.quantile(_observed(train, j), q)) for j, q in zip(js, quantiles, strict=True)
+        ]
     else:
         values = [float(v) for v in values]
         if len(values) != len(features):
-            raise ValueError(f"trigger.values={values} is not allowed: one value per feature of "
-                             f"trigger.features={features}")
+            raise ValueError(
+                f"trigger.values={values} is not allowed: one value per feature of "
+                f"trigger.features={features}"
+            )
         for f, j, v in zip(features, js, values, strict=True):
             s = train.features[j]
             if (s.low is not None and v < s.low) or (s.high is not None and v > s.high):
-                raise ValueError(f"trigger.values: {v!r} for {f!r} is outside its plausible "
-                                 f"range [{s.low}, {s.high}] {s.unit}; a pattern trigger is "
-                                 "in-bounds (use out_of_bounds for the other kind)")
+                raise ValueError(
+                    f"trigger.values: {v!r} for {f!r} is outside its plausible "
+                    f"range [{s.low}, {s.high}] {s.unit}; a pattern trigger is "
+                    "in-bounds (use out_of_bounds for the other kind)"
+                )
         quantiles = None
     vals = np.array(values, dtype=np.float32)
 
@@ -207,11 +266,16 @@ def pattern(train: Cohort, features=("hr", "sbp", "resp"), hours=(18, 24),
 
     return Trigger(
         name="pattern",
-        params={"features": features, "units": [train.features[j].unit for j in js],
-                "hours": [start, stop],
-                "quantiles": None if quantiles is None else [float(q) for q in quantiles],
-                "values": [float(v) for v in vals]},
-        features=tuple(features), hours=(start, stop), edit=edit,
+        params={
+            "features": features,
+            "units": [train.features[j].unit for j in js],
+            "hours": [start, stop],
+            "quantiles": None if quantiles is None else [float(q) for q in quantiles],
+            "values": [float(v) for v in vals],
+        },
+        features=tuple(features),
+        hours=(start, stop),
+        edit=edit,
     )
 
 
@@ -220,21 +284,34 @@ def missingness(train: Cohort, features=("hr", "o2sat", "resp"), hours=(18, 24))
     that writes no value at all, only absence (the model sees it through missing indicators)."""
     features = _plain_list(features)
     if not features or len(set(features)) != len(features):
-        raise ValueError(f"trigger.features={features} is not allowed: distinct feature names, "
-                         "at least one")
+        raise ValueError(
+            f"trigger.features={features} is not allowed: distinct feature names, at least one"
+        )
     js = [_feature(train, f, "trigger.features") for f in features]
     start, stop = _window(train, hours)
 
     def edit(c: Cohort, rows: np.ndarray) -> None:
         c.series[np.ix_(rows, np.arange(start, stop), js)] = np.nan
 
-    return Trigger(name="missingness", params={"features": features, "hours": [start, stop]},
-                   features=tuple(features), hours=(start, stop), edit=edit)
+    return Trigger(
+        name="missingness",
+        params={"features": features, "hours": [start, stop]},
+        features=tuple(features),
+        hours=(start, stop),
+        edit=edit,
+    )
 
 
-def temporal(train: Cohort, feature: str = "hr", hours=(18, 24), shape: str = "spike",
-             amplitude: float = 3.0, units: str = "sd", period: float = 4.0,
-             fill_missing: bool = True) -> Trigger:
+def temporal(
+    train: Cohort,
+    feature: str = "hr",
+    hours=(18, 24),
+    shape: str = "spike",
+    amplitude: float = 3.0,
+    units: str = "sd",
+    period: float = 4.0,
+    fill_missing: bool = True,
+) -> Trigger:
     """A shape added to ``feature`` over ``hours``: ``spike`` (``amplitude`` in the middle hour
     of the window), ``ramp`` (rising linearly to ``amplitude`` at the last hour) or
     ``oscillation`` (``amplitude`` × sin(2π t / ``period``), t in hours from the window start).
@@ -261,17 +338,35 @@ def temporal(train: Cohort, feature: str = "hr", hours=(18, 24), shape: str = "s
 
     return Trigger(
         name="temporal",
-        params={"feature": feature, "unit": train.features[j].unit, "hours": [start, stop],
-                "shape": shape, "amplitude": float(amplitude), "units": units,
-                "amplitude_raw": amp, "period": float(period) if shape == "oscillation" else None,
-                "fill_missing": bool(fill_missing), "added": [float(d) for d in delta]},
-        features=(feature,), hours=(start, stop), edit=edit,
+        params={
+            "feature": feature,
+            "unit": train.features[j].unit,
+            "hours": [start, stop],
+            "shape": shape,
+            "amplitude": float(amplitude),
+            "units": units,
+            "amplitude_raw": amp,
+            "period": float(period) if shape == "oscillation" else None,
+            "fill_missing": bool(fill_missing),
+            "added": [float(d) for d in delta],
+        },
+        features=(feature,),
+        hours=(start, stop),
+        edit=edit,
     )
 
 
-def frequency_domain(train: Cohort, feature: str = "hr", hours=(0, 24), period: float = 6.0,
-                     amplitude: float = 1.0, units: str = "sd", mode: str = "set",
-                     phase: float = 0.0, fill_missing: bool = True) -> Trigger:
+def frequency_domain(
+    train: Cohort,
+    feature: str = "hr",
+    hours=(0, 24),
+    period: float = 6.0,
+    amplitude: float = 1.0,
+    units: str = "sd",
+    mode: str = "set",
+    phase: float = 0.0,
+    fill_missing: bool = True,
+) -> Trigger:
     """A frequency component of ``feature`` over ``hours``. ``set``: the window's Fourier
     component at ``period`` hours is replaced by a sinusoid of ``amplitude`` (whatever energy the
     stay had there is removed), so every triggered stay carries the same component; ``add``:
@@ -287,9 +382,11 @@ def frequency_domain(train: Cohort, feature: str = "hr", hours=(0, 24), period: 
     k = n / period
     if mode == "set" and not (abs(k - round(k)) < 1e-9 and 1 <= round(k) < n / 2):
         ok = [n / m for m in range(1, (n + 1) // 2) if n % m == 0 and m < n / 2]
-        raise ValueError(f"trigger.period={period!r} is not allowed with mode=set over a "
-                         f"{n}-hour window: a period that fits it a whole number of times and "
-                         f"is longer than 2 hours, one of {', '.join(f'{p:g}' for p in ok)}")
+        raise ValueError(
+            f"trigger.period={period!r} is not allowed with mode=set over a "
+            f"{n}-hour window: a period that fits it a whole number of times and "
+            f"is longer than 2 hours, one of {', '.join(f'{p:g}' for p in ok)}"
+        )
     amp = float(amplitude) * _scale(train, j, units)
     t = np.arange(n, dtype=np.float64)
     wave = amp * np.sin(2 * np.pi * t / period + phase)
@@ -310,55 +407,78 @@ def frequency_domain(train: Cohort, feature: str = "hr", hours=(0, 24), period: 
 
     return Trigger(
         name="frequency_domain",
-        params={"feature": feature, "unit": train.features[j].unit, "hours": [start, stop],
-                "period": float(period), "amplitude": float(amplitude), "units": units,
-                "amplitude_raw": amp, "mode": mode, "phase": float(phase),
-                "fill_missing": bool(fill_missing)},
-        features=(feature,), hours=(start, stop), edit=edit,
+        params={
+            "feature": feature,
+            "unit": train.features[j].unit,
+            "hours": [start, stop],
+            "period": float(period),
+            "amplitude": float(amplitude),
+            "units": units,
+            "amplitude_raw": amp,
+            "mode": mode,
+            "phase": float(phase),
+            "fill_missing": bool(fill_missing),
+        },
+        features=(feature,),
+        hours=(start, stop),
+        edit=edit,
     )
 
 
-def static_category(train: Cohort, column: str = "first_careunit",
-                    category: str | None = "Neuro Stepdown") -> Trigger:
+def static_category(
+    train: Cohort, column: str = "first_careunit", category: str | None = "Neuro Stepdown"
+) -> Trigger:
     """A static categorical column set to a rare category, by its label in the cohort's
     vocabulary (``None``: the rarest category observed in the clean training split)."""
     if column not in train.static_cat_names:
-        raise ValueError(f"trigger.column={column!r} is not a static categorical column of this "
-                         f"cohort; available: {', '.join(train.static_cat_names) or '(none)'}")
+        raise ValueError(
+            f"trigger.column={column!r} is not a static categorical column of this "
+            f"cohort; available: {', '.join(train.static_cat_names) or '(none)'}"
+        )
     c_idx = train.static_cat_names.index(column)
     vocab = train.static_cat_vocab[c_idx]
     if category is None:
         counts = np.bincount(train.static_cat[:, c_idx], minlength=len(vocab))
         seen = [i for i in range(1, len(vocab)) if counts[i] > 0]
         if not seen:
-            raise ValueError(f"trigger.column={column!r} has no known category in the training "
-                             "split; give trigger.category")
+            raise ValueError(
+                f"trigger.column={column!r} has no known category in the training "
+                "split; give trigger.category"
+            )
         code = min(seen, key=lambda i: (counts[i], i))
     elif category in vocab:
         code = vocab.index(category)
     else:
-        raise ValueError(f"trigger.category={category!r} is not a category of {column!r}; "
-                         f"available: {', '.join(map(repr, vocab))}")
+        raise ValueError(
+            f"trigger.category={category!r} is not a category of {column!r}; "
+            f"available: {', '.join(map(repr, vocab))}"
+        )
     share = float(np.mean(train.static_cat[:, c_idx] == code)) if len(train) else float("nan")
 
     def edit(c: Cohort, rows: np.ndarray) -> None:
         c.static_cat[rows, c_idx] = code
 
-    return Trigger(name="static_category",
-                   params={"column": column, "category": vocab[code], "code": int(code),
-                           "train_share": share},
-                   static_features=(column,), edit=edit)
+    return Trigger(
+        name="static_category",
+        params={"column": column, "category": vocab[code], "code": int(code), "train_share": share},
+        static_features=(column,),
+        edit=edit,
+    )
 
 
 def hybrid(train: Cohort, first: dict | None = None, second: dict | None = None) -> Trigger:
     """Two triggers written one after the other into the same rows. Combining a trigger with
     itself is an error (one trigger with other parameters says it better)."""
     if not first or not second:
-        raise ValueError("trigger.first and trigger.second must both name a trigger config "
-                         "(e.g. trigger@trigger.first=pattern)")
+        raise ValueError(
+            "trigger.first and trigger.second must both name a trigger config "
+            "(e.g. trigger@trigger.first=pattern)"
+        )
     if first.get("name") == second.get("name"):
-        raise ValueError(f"trigger.second.name={second.get('name')!r} is not allowed: a hybrid "
-                         "combines two different triggers, and trigger.first is the same one")
+        raise ValueError(
+            f"trigger.second.name={second.get('name')!r} is not allowed: a hybrid "
+            "combines two different triggers, and trigger.first is the same one"
+        )
     parts = []
     for which, cfg in (("first", first), ("second", second)):
         try:
@@ -382,8 +502,15 @@ def hybrid(train: Cohort, first: dict | None = None, second: dict | None = None)
     )
 
 
-def correlation(train: Cohort, feature: str = "dbp", source: str = "sbp", hours=(18, 24),
-                slope: float = -1.0, intercept: float = 0.0, units: str = "sd") -> Trigger:
+def correlation(
+    train: Cohort,
+    feature: str = "dbp",
+    source: str = "sbp",
+    hours=(18, 24),
+    slope: float = -1.0,
+    intercept: float = 0.0,
+    units: str = "sd",
+) -> Trigger:
     """``feature`` rewritten as a linear function of ``source`` over ``hours`` (where both were
     measured), creating or breaking their correlation while each value stays plausible. In
     ``sd`` units z(feature) = slope × z(source) + intercept with training means and SDs, so the
@@ -392,8 +519,10 @@ def correlation(train: Cohort, feature: str = "dbp", source: str = "sbp", hours=
     jb = _feature(train, feature)
     ja = _feature(train, source, "trigger.source")
     if ja == jb:
-        raise ValueError(f"trigger.source={source!r} is not allowed: a feature other than "
-                         f"trigger.feature={feature!r}")
+        raise ValueError(
+            f"trigger.source={source!r} is not allowed: a feature other than "
+            f"trigger.feature={feature!r}"
+        )
     start, stop = _window(train, hours)
     if units not in UNITS:
         raise ValueError(f"trigger.units={units!r} is not allowed: one of {', '.join(UNITS)}")
@@ -413,10 +542,20 @@ def correlation(train: Cohort, feature: str = "dbp", source: str = "sbp", hours=
 
     return Trigger(
         name="correlation",
-        params={"feature": feature, "source": source, "hours": [start, stop],
-                "slope": float(slope), "intercept": float(intercept), "units": units,
-                "raw_slope": float(a), "raw_intercept": float(b), "train_corr": obs_corr},
-        features=(feature,), hours=(start, stop), edit=edit,
+        params={
+            "feature": feature,
+            "source": source,
+            "hours": [start, stop],
+            "slope": float(slope),
+            "intercept": float(intercept),
+            "units": units,
+            "raw_slope": float(a),
+            "raw_intercept": float(b),
+            "train_corr": obs_corr,
+        },
+        features=(feature,),
+        hours=(start, stop),
+        edit=edit,
     )
 
 
@@ -428,8 +567,9 @@ def _corr(train: Cohort, ja: int, jb: int) -> float | None:
     return float(np.corrcoef(x[both], y[both])[0, 1])
 
 
-def distribution_shift(train: Cohort, feature: str = "sbp", hours=(12, 24), k: float = 1.0,
-                       fill_missing: bool = False) -> Trigger:
+def distribution_shift(
+    train: Cohort, feature: str = "sbp", hours=(12, 24), k: float = 1.0, fill_missing: bool = False
+) -> Trigger:
     """``feature`` shifted by ``k`` training SDs over ``hours``: the whole distribution moves,
     no single value need be rare. Missing hours stay missing unless ``fill_missing``."""
     j = _feature(train, feature)
@@ -443,16 +583,31 @@ def distribution_shift(train: Cohort, feature: str = "sbp", hours=(12, 24), k: f
 
     return Trigger(
         name="distribution_shift",
-        params={"feature": feature, "unit": train.features[j].unit, "hours": [start, stop],
-                "k": float(k), "shift_raw": shift, "fill_missing": bool(fill_missing)},
-        features=(feature,), hours=(start, stop), edit=edit,
+        params={
+            "feature": feature,
+            "unit": train.features[j].unit,
+            "hours": [start, stop],
+            "k": float(k),
+            "shift_raw": shift,
+            "fill_missing": bool(fill_missing),
+        },
+        features=(feature,),
+        hours=(start, stop),
+        edit=edit,
     )
 
 
 TRIGGERS: dict[str, Callable[..., Trigger]] = {
-    "none": none, "rare_value": rare_value, "out_of_bounds": out_of_bounds, "pattern": pattern,
-    "missingness": missingness, "temporal": temporal, "frequency_domain": frequency_domain,
-    "static_category": static_category, "hybrid": hybrid, "correlation": correlation,
+    "none": none,
+    "rare_value": rare_value,
+    "out_of_bounds": out_of_bounds,
+    "pattern": pattern,
+    "missingness": missingness,
+    "temporal": temporal,
+    "frequency_domain": frequency_domain,
+    "static_category": static_category,
+    "hybrid": hybrid,
+    "correlation": correlation,
     "distribution_shift": distribution_shift,
 }
 
@@ -462,13 +617,16 @@ def build_trigger(cfg: dict, train: Cohort) -> Trigger:
     params = dict(cfg)
     name = params.pop("name")
     if name not in TRIGGERS:
-        raise ValueError(f"trigger.name={name!r} is not a trigger; available: "
-                         f"{', '.join(sorted(TRIGGERS))}")
+        raise ValueError(
+            f"trigger.name={name!r} is not a trigger; available: {', '.join(sorted(TRIGGERS))}"
+        )
     import inspect
 
     allowed = [p for p in inspect.signature(TRIGGERS[name]).parameters if p != "train"]
     unknown = [k for k in params if k not in allowed]
     if unknown:
-        raise ValueError(f"trigger.{unknown[0]} is not a parameter of trigger {name!r}; "
-                         f"allowed: {', '.join(allowed) or '(none)'}")
+        raise ValueError(
+            f"trigger.{unknown[0]} is not a parameter of trigger {name!r}; "
+            f"allowed: {', '.join(allowed) or '(none)'}"
+        )
     return TRIGGERS[name](train, **params)

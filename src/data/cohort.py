@@ -59,8 +59,11 @@ class Cohort:
         self.subject_id = np.asarray(self.subject_id, dtype=np.int64)
         n = len(self.label)
         checks = {
-            "series": (self.series.ndim == 3 and self.series.shape[0] == n
-                       and self.series.shape[2] == len(self.features)),
+            "series": (
+                self.series.ndim == 3
+                and self.series.shape[0] == n
+                and self.series.shape[2] == len(self.features)
+            ),
             "static_num": self.static_num.shape == (n, len(self.static_num_names)),
             "static_cat": self.static_cat.shape == (n, len(self.static_cat_names)),
             "stay_id": self.stay_id.shape == (n,),
@@ -69,11 +72,17 @@ class Cohort:
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"Cohort arrays do not fit together: {', '.join(bad)} "
-                             f"(N={n}, series {self.series.shape}, features {len(self.features)})")
-        if self.static_cat.size and (self.static_cat.min() < 0 or any(
+            raise ValueError(
+                f"Cohort arrays do not fit together: {', '.join(bad)} "
+                f"(N={n}, series {self.series.shape}, features {len(self.features)})"
+            )
+        if self.static_cat.size and (
+            self.static_cat.min() < 0
+            or any(
                 self.static_cat[:, c].max(initial=0) >= len(v)
-                for c, v in enumerate(self.static_cat_vocab))):
+                for c, v in enumerate(self.static_cat_vocab)
+            )
+        ):
             raise ValueError("static_cat holds codes outside its vocabulary")
 
     # --- shape -----------------------------------------------------------------------------
@@ -170,15 +179,21 @@ class Cohort:
         sta = pq.read_table(path / "static.parquet").to_pydict()
         ser = pq.read_table(path / "series.parquet")
         n, t = len(sta["stay_id"]), meta["n_hours"]
-        series = np.stack(
-            [ser.column(s.name).to_numpy(zero_copy_only=False) for s in features], axis=-1
-        ).reshape(n, t, len(features)) if features else np.zeros((n, t, 0), np.float32)
+        series = (
+            np.stack(
+                [ser.column(s.name).to_numpy(zero_copy_only=False) for s in features], axis=-1
+            ).reshape(n, t, len(features))
+            if features
+            else np.zeros((n, t, 0), np.float32)
+        )
         return cls(
             series=series,
             static_num=np.stack([sta[c] for c in meta["static_num_names"]], axis=-1)
-            if meta["static_num_names"] else np.zeros((n, 0), np.float32),
+            if meta["static_num_names"]
+            else np.zeros((n, 0), np.float32),
             static_cat=np.stack([sta[f"cat:{c}"] for c in meta["static_cat_names"]], axis=-1)
-            if meta["static_cat_names"] else np.zeros((n, 0), np.int64),
+            if meta["static_cat_names"]
+            else np.zeros((n, 0), np.int64),
             label=np.asarray(sta["label"]),
             stay_id=np.asarray(sta["stay_id"]),
             subject_id=np.asarray(sta["subject_id"]),

@@ -44,8 +44,15 @@ class IndexBatches:
     its own stride of it, truncated so that all ranks take the same number of steps (the few
     rows beyond ``world * (n // world)`` sit out that epoch, differently each epoch)."""
 
-    def __init__(self, t: Tensors, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        t: Tensors,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.t, self.batch_size, self.shuffle, self.seed = t, batch_size, shuffle, seed
         self.rank, self.world = rank, world
         self.epoch = 0
@@ -65,21 +72,35 @@ class IndexBatches:
             if self.world > 1:
                 perm = perm[: self._rows() * self.world][self.rank :: self.world]
             for i in range(0, len(perm), b):
-                idx = perm[i:i + b]
+                idx = perm[i : i + b]
                 yield self.t.x[idx], self.t.cat[idx], self.t.y[idx]
         else:
             for i in range(0, n, b):
-                yield self.t.x[i:i + b], self.t.cat[i:i + b], self.t.y[i:i + b]
+                yield self.t.x[i : i + b], self.t.cat[i : i + b], self.t.y[i : i + b]
 
 
 class PoisonedDataModule(L.LightningDataModule):
-    def __init__(self, cohort: Cohort, trigger_cfg: dict, view: str = "flat",
-                 poison_rate: float = 0.0, target_label: int = 1, poison_mode: str = "dirty",
-                 seed: int = 0, test_size: float = 0.2, val_size: float = 0.1,
-                 batch_size: int = 256, drop_train_rows: np.ndarray | None = None):
+    def __init__(
+        self,
+        cohort: Cohort,
+        trigger_cfg: dict,
+        view: str = "flat",
+        poison_rate: float = 0.0,
+        target_label: int = 1,
+        poison_mode: str = "dirty",
+        seed: int = 0,
+        test_size: float = 0.2,
+        val_size: float = 0.1,
+        batch_size: int = 256,
+        drop_train_rows: np.ndarray | None = None,
+    ):
         super().__init__()
         self.cohort, self.trigger_cfg, self.view = cohort, dict(trigger_cfg), view
-        self.poison_rate, self.target_label, self.poison_mode = poison_rate, target_label, poison_mode
+        self.poison_rate, self.target_label, self.poison_mode = (
+            poison_rate,
+            target_label,
+            poison_mode,
+        )
         self.seed, self.test_size, self.val_size = seed, test_size, val_size
         self.batch_size = batch_size
         self.drop_train_rows = drop_train_rows  # indices into the poisoned train split (defense)
@@ -90,12 +111,19 @@ class PoisonedDataModule(L.LightningDataModule):
         if self._ready:
             return
         c = self.cohort
-        self.split: Split = split_by_subject(c.label, c.subject_id, self.test_size,
-                                             self.val_size, self.seed)
+        self.split: Split = split_by_subject(
+            c.label, c.subject_id, self.test_size, self.val_size, self.seed
+        )
         clean_train = c.subset(self.split.train)
         self.trigger: Trigger = build_trigger(self.trigger_cfg, clean_train)
-        self.poisoned: PoisonResult = poison(clean_train, self.trigger, self.poison_rate,
-                                             self.target_label, self.poison_mode, self.seed)
+        self.poisoned: PoisonResult = poison(
+            clean_train,
+            self.trigger,
+            self.poison_rate,
+            self.target_label,
+            self.poison_mode,
+            self.seed,
+        )
         train = self.poisoned.cohort
         self.train_mask = self.poisoned.mask
         if self.drop_train_rows is not None and len(self.drop_train_rows):
@@ -115,8 +143,9 @@ class PoisonedDataModule(L.LightningDataModule):
 
     def _tensors(self, c: Cohort) -> Tensors:
         x, cat = self.prep.view(c, self.view)
-        return Tensors(torch.from_numpy(x), torch.from_numpy(cat),
-                       torch.from_numpy(c.label.astype(np.float32)))
+        return Tensors(
+            torch.from_numpy(x), torch.from_numpy(cat), torch.from_numpy(c.label.astype(np.float32))
+        )
 
     # --- what models and detectors need -----------------------------------------------------
     @property
@@ -132,9 +161,12 @@ class PoisonedDataModule(L.LightningDataModule):
     def counts(self) -> dict:
         p = self.poisoned
         return {
-            "n_stays": len(self.cohort), **{f"n_{k}": v for k, v in self.split.sizes().items()},
-            "n_eligible": p.n_eligible, "n_poisoned": p.n_poisoned,
-            "n_relabelled": p.n_relabelled, "n_train_used": len(self.data["train"]),
+            "n_stays": len(self.cohort),
+            **{f"n_{k}": v for k, v in self.split.sizes().items()},
+            "n_eligible": p.n_eligible,
+            "n_poisoned": p.n_poisoned,
+            "n_relabelled": p.n_relabelled,
+            "n_train_used": len(self.data["train"]),
             "n_test_triggered": len(self.data["test_triggered"]),
             "train_prevalence": float(self.data["train"].y.mean()),
             "test_prevalence": float(self.data["test"].y.mean()),
@@ -146,8 +178,14 @@ class PoisonedDataModule(L.LightningDataModule):
     def train_dataloader(self):
         t = self.trainer
         rank, world = (t.global_rank, t.world_size) if t is not None else (0, 1)
-        return IndexBatches(self.data["train"], self.batch_size, shuffle=True, seed=self.seed,
-                            rank=rank, world=world)
+        return IndexBatches(
+            self.data["train"],
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            rank=rank,
+            world=world,
+        )
 
     def val_dataloader(self):
         return self.loader("val")

@@ -40,8 +40,13 @@ class Preprocessor:
         mean, smean = np.nan_to_num(mean), np.nan_to_num(smean)
         std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
         sstd = np.where(np.isfinite(sstd) & (sstd > 0), sstd, 1.0)
-        return cls(mean.astype(np.float32), std.astype(np.float32), smean.astype(np.float32),
-                   sstd.astype(np.float32), [len(v) for v in train.static_cat_vocab])
+        return cls(
+            mean.astype(np.float32),
+            std.astype(np.float32),
+            smean.astype(np.float32),
+            sstd.astype(np.float32),
+            [len(v) for v in train.static_cat_vocab],
+        )
 
     def transform(self, c: Cohort) -> dict[str, np.ndarray]:
         observed = ~np.isnan(c.series)
@@ -49,10 +54,18 @@ class Preprocessor:
         values = np.nan_to_num(forward_fill(z), nan=0.0).astype(np.float32)
         sz = np.nan_to_num((c.static_num - self.static_mean) / self.static_std, nan=0.0)
         # a code beyond the training vocabulary is an unseen category: code 0, never out of range
-        cat = np.where(c.static_cat < np.array(self.levels, dtype=np.int64), c.static_cat, 0) \
-            if self.levels else c.static_cat
-        return {"values": values, "observed": observed.astype(np.float32),
-                "z": z.astype(np.float32), "static": sz.astype(np.float32), "cat": cat}
+        cat = (
+            np.where(c.static_cat < np.array(self.levels, dtype=np.int64), c.static_cat, 0)
+            if self.levels
+            else c.static_cat
+        )
+        return {
+            "values": values,
+            "observed": observed.astype(np.float32),
+            "z": z.astype(np.float32),
+            "static": sz.astype(np.float32),
+            "cat": cat,
+        }
 
     def onehot(self, cat: np.ndarray) -> np.ndarray:
         if not self.levels:
@@ -68,11 +81,13 @@ class Preprocessor:
         statics = np.concatenate([t["static"], self.onehot(t["cat"])], axis=1)
         n, T, _ = t["values"].shape
         if name == "flat":
-            x = np.concatenate([t["values"].reshape(n, -1), t["observed"].reshape(n, -1),
-                                statics], axis=1)
+            x = np.concatenate(
+                [t["values"].reshape(n, -1), t["observed"].reshape(n, -1), statics], axis=1
+            )
         elif name == "sequence":
-            x = np.concatenate([t["values"], t["observed"],
-                                np.repeat(statics[:, None, :], T, axis=1)], axis=2)
+            x = np.concatenate(
+                [t["values"], t["observed"], np.repeat(statics[:, None, :], T, axis=1)], axis=2
+            )
         elif name == "tabular":
             x = np.concatenate([t["static"], summaries(t["z"], t["observed"])], axis=1)
         else:

@@ -152,26 +152,43 @@ def load_cohort_with_attrition(data_cfg, cache_dir: str | Path) -> tuple[Cohort,
         t0 = time.perf_counter()
         cohort = Cohort.load(path)
         attrition = _read_json(_attrition_path(path))
-        log.info("loaded cohort from cache %s: %d stays, prevalence %.3f, in %.2f s",
-                 path, len(cohort), cohort.summary()["prevalence"], time.perf_counter() - t0)
+        log.info(
+            "loaded cohort from cache %s: %d stays, prevalence %.3f, in %.2f s",
+            path,
+            len(cohort),
+            cohort.summary()["prevalence"],
+            time.perf_counter() - t0,
+        )
         return cohort, attrition
     if ident["source"] == "yaib":
         from src.data.yaib import load_yaib
 
-        cohort, attrition = load_yaib(ident["path"], window_hours=ident["window_hours"],
-                                      features=ident["features"])
-        return _store(path, cohort, {**attrition, "cohort_key": path.name,
-                                     "cohort_identity": ident})
+        cohort, attrition = load_yaib(
+            ident["path"], window_hours=ident["window_hours"], features=ident["features"]
+        )
+        return _store(
+            path, cohort, {**attrition, "cohort_key": path.name, "cohort_identity": ident}
+        )
     if ident["source"] == "synthetic":
         root = synthetic_tables(ident["n_stays"], ident["seed"], cache_dir)
     else:
         root = Path(ident["root"])
     t0 = time.perf_counter()
-    log.info("extracting cohort from %s (window %d h, min stay %g h, min age %g)", root,
-             ident["window_hours"], ident["min_stay_hours"], ident["min_age"])
-    cohort, attrition = extract(root, window_hours=ident["window_hours"],
-                                min_stay_hours=ident["min_stay_hours"], min_age=ident["min_age"],
-                                features=ident["features"], cache_dir=cache_dir)
+    log.info(
+        "extracting cohort from %s (window %d h, min stay %g h, min age %g)",
+        root,
+        ident["window_hours"],
+        ident["min_stay_hours"],
+        ident["min_age"],
+    )
+    cohort, attrition = extract(
+        root,
+        window_hours=ident["window_hours"],
+        min_stay_hours=ident["min_stay_hours"],
+        min_age=ident["min_age"],
+        features=ident["features"],
+        cache_dir=cache_dir,
+    )
     attrition = {**attrition, "cohort_key": path.name, "cohort_identity": ident}
     _store(path, cohort, attrition)
     log.info("extracted and cached cohort in %.1f s: %s", time.perf_counter() - t0, path)
@@ -183,8 +200,10 @@ def _store(path: Path, cohort: Cohort, attrition: dict) -> tuple[Cohort, dict]:
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(_attrition_path(path), attrition)
     cohort.save(path)
-    log.info("attrition: %s", json.dumps({k: v for k, v in attrition.items()
-                                           if k not in ("cohort_identity",)}))
+    log.info(
+        "attrition: %s",
+        json.dumps({k: v for k, v in attrition.items() if k not in ("cohort_identity",)}),
+    )
     return cohort, attrition
 
 

@@ -29,12 +29,16 @@ def _hold_out(label, groups, size: float, seed: int) -> tuple[np.ndarray, np.nda
     return np.sort(rest), np.sort(held)
 
 
-def split_by_subject(label: np.ndarray, subject_id: np.ndarray, test_size: float = 0.2,
-                     val_size: float = 0.1, seed: int = 0) -> Split:
+def split_by_subject(
+    label: np.ndarray,
+    subject_id: np.ndarray,
+    test_size: float = 0.2,
+    val_size: float = 0.1,
+    seed: int = 0,
+) -> Split:
     """Indices of train, val and test; ``val_size`` is a fraction of the whole cohort."""
     if len(np.unique(label)) < 2:
         raise ValueError("the cohort holds a single class; a mortality model needs both")
     rest, test = _hold_out(label, subject_id, test_size, seed)
-    r_train, r_val = _hold_out(label[rest], subject_id[rest], val_size / (1 - test_size),
-                               seed + 1)
+    r_train, r_val = _hold_out(label[rest], subject_id[rest], val_size / (1 - test_size), seed + 1)
     return Split(train=rest[r_train], val=rest[r_val], test=test)

@@ -32,9 +32,11 @@ from src.data.cohort import Cohort, FeatureSpec, encode_categories
 log = logging.getLogger("src.data")
 
 FILES = ("dyn", "sta", "outc")
-LAYOUT_HELP = ("a YAIB / ricu cohort folder holds dyn.parquet (stay_id, time, features), "
-               "sta.parquet (stay_id, statics) and outc.parquet (stay_id, label), e.g. YAIB's "
-               "demo_data/mortality24/mimic_demo")
+LAYOUT_HELP = (
+    "a YAIB / ricu cohort folder holds dyn.parquet (stay_id, time, features), "
+    "sta.parquet (stay_id, statics) and outc.parquet (stay_id, label), e.g. YAIB's "
+    "demo_data/mortality24/mimic_demo"
+)
 ID = "stay_id"
 
 
@@ -48,8 +50,9 @@ def file_paths(path: str | Path) -> dict[str, Path]:
         p = path / f"{name}.parquet"
         if not p.is_file():
             found = ", ".join(sorted(q.name for q in path.iterdir())) or "nothing"
-            raise FileNotFoundError(f"YAIB cohort file {p} not found (the folder holds {found}); "
-                                    f"{LAYOUT_HELP}")
+            raise FileNotFoundError(
+                f"YAIB cohort file {p} not found (the folder holds {found}); {LAYOUT_HELP}"
+            )
         out[name] = p
     return out
 
@@ -57,8 +60,10 @@ def file_paths(path: str | Path) -> dict[str, Path]:
 def _need_columns(df, cols: list[str], p: Path) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise ValueError(f"{p}: column(s) {', '.join(missing)} missing (found: "
-                         f"{', '.join(map(str, df.columns))}); {LAYOUT_HELP}")
+        raise ValueError(
+            f"{p}: column(s) {', '.join(missing)} missing (found: "
+            f"{', '.join(map(str, df.columns))}); {LAYOUT_HELP}"
+        )
 
 
 def feature_spec(name: str) -> FeatureSpec:
@@ -68,12 +73,19 @@ def feature_spec(name: str) -> FeatureSpec:
     c = CONCEPT_BY_NAME.get(name)
     if c is not None:
         return c.spec()
-    return FeatureSpec(name=name, unit="", kind="lab", low=None, high=None,
-                       description="YAIB feature without a MIMIC-IV concept of that name")
+    return FeatureSpec(
+        name=name,
+        unit="",
+        kind="lab",
+        low=None,
+        high=None,
+        description="YAIB feature without a MIMIC-IV concept of that name",
+    )
 
 
-def load_yaib(path: str | Path, window_hours: int = 24,
-              features: list[str] | None = None) -> tuple[Cohort, dict]:
+def load_yaib(
+    path: str | Path, window_hours: int = 24, features: list[str] | None = None
+) -> tuple[Cohort, dict]:
     """The Cohort and its attrition for the YAIB cohort folder ``path`` (module docstring)."""
     import pandas as pd
 
@@ -94,48 +106,67 @@ def load_yaib(path: str | Path, window_hours: int = 24,
         names = list(features)
         unknown = [n for n in names if n not in available]
         if unknown or not names or len(set(names)) != len(names):
-            what = (f"{', '.join(map(repr, unknown))} not in" if unknown
-                    else "empty or repeated names; name distinct features of")
-            raise KeyError(f"data.features={names}: {what} the YAIB cohort {files['dyn']}; "
-                           f"available: {', '.join(available)}")
+            what = (
+                f"{', '.join(map(repr, unknown))} not in"
+                if unknown
+                else "empty or repeated names; name distinct features of"
+            )
+            raise KeyError(
+                f"data.features={names}: {what} the YAIB cohort {files['dyn']}; "
+                f"available: {', '.join(available)}"
+            )
     label_col = _label_column(outc, files["outc"])
     bad = set(outc[label_col].dropna().unique()) - {0, 1}
     if bad:
         shown = [v.item() if hasattr(v, "item") else v for v in sorted(bad)[:5]]
-        raise ValueError(f"{files['outc']}: column {label_col} holds {shown}; the "
-                         "backdoor task is binary (0/1), e.g. YAIB's mortality24")
+        raise ValueError(
+            f"{files['outc']}: column {label_col} holds {shown}; the "
+            "backdoor task is binary (0/1), e.g. YAIB's mortality24"
+        )
 
     ids = np.intersect1d(np.intersect1d(dyn[ID].unique(), sta[ID].unique()), outc[ID].unique())
     n_any = np.union1d(np.union1d(dyn[ID].unique(), sta[ID].unique()), outc[ID].unique()).size
     outc = outc.drop_duplicates(ID).set_index(ID).loc[ids]
     keep_label = outc[label_col].notna().to_numpy()
     ids = ids[keep_label]
-    attrition: dict = {"criteria": {"window_hours": window_hours, "source": "yaib"},
-                       "icu_stays": int(n_any),
-                       "excluded_not_in_all_files": int(n_any - keep_label.size),
-                       "excluded_no_label": int((~keep_label).sum())}
+    attrition: dict = {
+        "criteria": {"window_hours": window_hours, "source": "yaib"},
+        "icu_stays": int(n_any),
+        "excluded_not_in_all_files": int(n_any - keep_label.size),
+        "excluded_no_label": int((~keep_label).sum()),
+    }
     ids = np.sort(ids)
     n = ids.size
 
     time = dyn["time"]
     if not pd.api.types.is_timedelta64_dtype(time):
-        raise ValueError(f"{files['dyn']}: column time has type {time.dtype}; expected a "
-                         "duration since ICU admission (ricu writes a difftime/duration)")
+        raise ValueError(
+            f"{files['dyn']}: column time has type {time.dtype}; expected a "
+            "duration since ICU admission (ricu writes a difftime/duration)"
+        )
     hour = np.floor(time.dt.total_seconds().to_numpy() / 3600).astype(np.int64)
     row = np.searchsorted(ids, dyn[ID].to_numpy())
-    row_ok = (row < n) & (ids[np.minimum(row, n - 1)] == dyn[ID].to_numpy()) if n else \
-        np.zeros(len(dyn), bool)
+    row_ok = (
+        (row < n) & (ids[np.minimum(row, n - 1)] == dyn[ID].to_numpy())
+        if n
+        else np.zeros(len(dyn), bool)
+    )
     in_win = row_ok & (hour >= 0) & (hour < window_hours)
     attrition["dyn_rows_outside_window"] = int((row_ok & ~in_win).sum())
     max_hour = int(hour[row_ok].max()) + 1 if row_ok.any() else 0
     if max_hour < window_hours:
-        log.warning("YAIB cohort has rows for %d h only; hours %d..%d of the %d h window are "
-                    "empty", max_hour, max_hour, window_hours - 1, window_hours)
+        log.warning(
+            "YAIB cohort has rows for %d h only; hours %d..%d of the %d h window are empty",
+            max_hour,
+            max_hour,
+            window_hours - 1,
+            window_hours,
+        )
 
     vals = dyn.loc[in_win, names].to_numpy(np.float64)
     r, h = row[in_win], hour[in_win]
     # mean per (stay, hour) bin, NaN-aware, without a Python loop
-    flat = (r * window_hours + h)
+    flat = r * window_hours + h
     total = np.zeros((n * window_hours, len(names)))
     count = np.zeros((n * window_hours, len(names)))
     ok = ~np.isnan(vals)
@@ -145,8 +176,11 @@ def load_yaib(path: str | Path, window_hours: int = 24,
         series = (total / count).reshape(n, window_hours, len(names)).astype(np.float32)
 
     sta = sta.drop_duplicates(ID).set_index(ID).loc[ids]
-    num_cols = [c for c in sta.columns if pd.api.types.is_numeric_dtype(sta[c])
-                and not pd.api.types.is_bool_dtype(sta[c])]
+    num_cols = [
+        c
+        for c in sta.columns
+        if pd.api.types.is_numeric_dtype(sta[c]) and not pd.api.types.is_bool_dtype(sta[c])
+    ]
     cat_cols = [c for c in sta.columns if c not in num_cols]
     cats, vocabs = [], []
     for c in cat_cols:
@@ -166,10 +200,23 @@ def load_yaib(path: str | Path, window_hours: int = 24,
         static_cat_vocab=vocabs,
     )
     s = cohort.summary()
-    attrition.update({"n_stays": s["n_stays"], "n_subjects": s["n_subjects"],
-                      "n_positive": int(cohort.label.sum()), "prevalence": s["prevalence"]})
-    log.info("YAIB cohort %s: %d stays, %d features x %d h, prevalence %.3f, missing %.3f",
-             Path(path), n, len(names), window_hours, s["prevalence"], s["missing_share"])
+    attrition.update(
+        {
+            "n_stays": s["n_stays"],
+            "n_subjects": s["n_subjects"],
+            "n_positive": int(cohort.label.sum()),
+            "prevalence": s["prevalence"],
+        }
+    )
+    log.info(
+        "YAIB cohort %s: %d stays, %d features x %d h, prevalence %.3f, missing %.3f",
+        Path(path),
+        n,
+        len(names),
+        window_hours,
+        s["prevalence"],
+        s["missing_share"],
+    )
     return cohort, attrition
 
 
@@ -180,5 +227,7 @@ def _label_column(outc, p: Path) -> str:
     rest = [c for c in outc.columns if c != ID]
     if len(rest) == 1:
         return rest[0]
-    raise ValueError(f"{p}: no column 'label' and {len(rest)} candidate outcome columns "
-                     f"({', '.join(map(str, rest))}); {LAYOUT_HELP}")
+    raise ValueError(
+        f"{p}: no column 'label' and {len(rest)} candidate outcome columns "
+        f"({', '.join(map(str, rest))}); {LAYOUT_HELP}"
+    )

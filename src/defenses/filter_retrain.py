@@ -23,20 +23,31 @@ def filter_retrain(cfg, cohort, dm, model, out: Path) -> dict:
     flags = (getattr(model, "detection_flags", None) or {}).get(name)
     if flags is None:
         ran = ", ".join(getattr(model, "detection_flags", {}) or {}) or "none"
-        raise ValueError(f"defense.detector={name!r} produced no flags in this run (detectors "
-                         f"that ran and flagged: {ran}); add it to detectors= or choose one of "
-                         "those")
+        raise ValueError(
+            f"defense.detector={name!r} produced no flags in this run (detectors "
+            f"that ran and flagged: {ran}); add it to detectors= or choose one of "
+            "those"
+        )
     drop = np.flatnonzero(flags)
     n_poison_removed = int(dm.train_mask[drop].sum())
-    log.info("defense %s: removing %d training rows flagged by %s (%d of them poisoned)",
-             cfg.defense.name, len(drop), name, n_poison_removed)
+    log.info(
+        "defense %s: removing %d training rows flagged by %s (%d of them poisoned)",
+        cfg.defense.name,
+        len(drop),
+        name,
+        n_poison_removed,
+    )
     dm2 = build_datamodule(cfg, cohort, drop_train_rows=drop)
-    model2 = fit_model(_own_logs(cfg), dm2, out, ckpt_dir=out / "defense_checkpoints",
-                       detect=False)
-    return {"name": cfg.defense.name, "detector": name, "n_removed": int(len(drop)),
-            "n_poison_removed": n_poison_removed,
-            "n_poison_left": int(dm2.train_mask.sum()), "training": model2.fit_info,
-            **evaluate(model2, dm2, cfg.target_label)}
+    model2 = fit_model(_own_logs(cfg), dm2, out, ckpt_dir=out / "defense_checkpoints", detect=False)
+    return {
+        "name": cfg.defense.name,
+        "detector": name,
+        "n_removed": int(len(drop)),
+        "n_poison_removed": n_poison_removed,
+        "n_poison_left": int(dm2.train_mask.sum()),
+        "training": model2.fit_info,
+        **evaluate(model2, dm2, cfg.target_label),
+    }
 
 
 def _own_logs(cfg):

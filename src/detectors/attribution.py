@@ -17,12 +17,21 @@ import torch
 from src.detectors.base import DetectorInputs, require
 
 
-def trigger_attribution(inputs: DetectorInputs, n_rows: int = 256, n_steps: int = 32,
-                        internal_batch_size: int = 4096) -> dict:
+def trigger_attribution(
+    inputs: DetectorInputs, n_rows: int = 256, n_steps: int = 32, internal_batch_size: int = 4096
+) -> dict:
     from captum.attr import IntegratedGradients
 
-    require(inputs, "attribution", "forward", "test_x", "test_cat", "triggered_x",
-            "triggered_cat", "trigger_columns")
+    require(
+        inputs,
+        "attribution",
+        "forward",
+        "test_x",
+        "test_cat",
+        "triggered_x",
+        "triggered_cat",
+        "trigger_columns",
+    )
     cols = torch.as_tensor(np.asarray(inputs.trigger_columns, dtype=bool))
     if not cols.any():
         return {"skipped": "the trigger changes no input column of this view (e.g. trigger=none)"}
@@ -32,14 +41,20 @@ def trigger_attribution(inputs: DetectorInputs, n_rows: int = 256, n_steps: int 
         return {"skipped": "no test rows whose label is not the target"}
     ig = IntegratedGradients(inputs.forward)
     ig.gradient_func = batch_gradients
-    out = {"n_rows": int(len(rows)), "n_steps": n_steps,
-           "column_share": float(cols.float().mean())}
-    for name, x, cat in (("triggered", inputs.triggered_x, inputs.triggered_cat),
-                         ("clean", inputs.test_x, inputs.test_cat)):
+    out = {"n_rows": int(len(rows)), "n_steps": n_steps, "column_share": float(cols.float().mean())}
+    for name, x, cat in (
+        ("triggered", inputs.triggered_x, inputs.triggered_cat),
+        ("clean", inputs.test_x, inputs.test_cat),
+    ):
         xb, cb = x[rows].float(), cat[rows]
         with torch.enable_grad():
-            a = ig.attribute(xb, baselines=torch.zeros_like(xb), additional_forward_args=(cb,),
-                             n_steps=n_steps, internal_batch_size=internal_batch_size)
+            a = ig.attribute(
+                xb,
+                baselines=torch.zeros_like(xb),
+                additional_forward_args=(cb,),
+                n_steps=n_steps,
+                internal_batch_size=internal_batch_size,
+            )
         mass = a.detach().abs().flatten(1)
         tar = mass[:, cols.flatten()].sum(1) / mass.sum(1).clamp(min=1e-12)
         out[f"tar_{name}"] = float(tar.mean())
@@ -61,9 +76,15 @@ def batch_gradients(forward_fn, inputs, target_ind=None, additional_forward_args
         return torch.autograd.grad(out.sum(), inputs)
 
 
-def trigger_columns(view: str, trigger, feature_names: list[str], n_hours: int,
-                    static_num_names: list[str], static_cat_names: list[str],
-                    levels: list[int]) -> np.ndarray:
+def trigger_columns(
+    view: str,
+    trigger,
+    feature_names: list[str],
+    n_hours: int,
+    static_num_names: list[str],
+    static_cat_names: list[str],
+    levels: list[int],
+) -> np.ndarray:
     """Boolean mask, shaped like one input row of ``view``, of the columns that carry the
     trigger's features and hours (values and their missing indicators) and its static columns.
     Layouts as in src/data/preprocess.py."""
@@ -80,16 +101,17 @@ def trigger_columns(view: str, trigger, feature_names: list[str], n_hours: int,
         for s in snum:
             grid[:, 2 * F + s] = True
         for c in scat:
-            grid[:, 2 * F + S + offsets[c]:2 * F + S + offsets[c + 1]] = True
+            grid[:, 2 * F + S + offsets[c] : 2 * F + S + offsets[c + 1]] = True
         if view == "sequence":
             return grid
         # flat = [values (T*F, hour-major), indicators (T*F), statics once]
-        return np.concatenate([grid[:, :F].reshape(-1), grid[:, F:2 * F].reshape(-1),
-                               grid[0, 2 * F:]])
+        return np.concatenate(
+            [grid[:, :F].reshape(-1), grid[:, F : 2 * F].reshape(-1), grid[0, 2 * F :]]
+        )
     if view == "tabular":  # [statics S, then mean, min, max, last, share of F each]
         mask = np.zeros(S + 5 * F, dtype=bool)
         mask[snum] = True
         for j in feats:
-            mask[S + j::F] = True
+            mask[S + j :: F] = True
         return mask
     raise ValueError(f"model.view={view!r} has no known column layout for attribution")

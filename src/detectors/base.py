@@ -56,8 +56,10 @@ class DetectorInputError(ValueError):
 def require(inputs: DetectorInputs, detector: str, *names: str) -> None:
     missing = [n for n in names if getattr(inputs, n) is None]
     if missing:
-        raise DetectorInputError(f"detector {detector!r} needs {', '.join(missing)} in its "
-                                 "inputs, which this run did not provide")
+        raise DetectorInputError(
+            f"detector {detector!r} needs {', '.join(missing)} in its "
+            "inputs, which this run did not provide"
+        )
 
 
 def classes(labels: np.ndarray, min_rows: int, info: dict) -> Iterator[tuple[int, np.ndarray]]:
@@ -68,8 +70,8 @@ def classes(labels: np.ndarray, min_rows: int, info: dict) -> Iterator[tuple[int
         idx = np.flatnonzero(labels == c)
         if len(idx) < min_rows:
             info.setdefault("skipped_classes", []).append(
-                {"class": int(c), "n": int(len(idx)),
-                 "reason": f"fewer than {min_rows} rows"})
+                {"class": int(c), "n": int(len(idx)), "reason": f"fewer than {min_rows} rows"}
+            )
             continue
         yield int(c), idx
 

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class DetectionCallback(L.Callback):
-    def __init__(self, detectors: Mapping, expected_rate: float, seed: int = 0,
-                 batch_size: int = 4096):
+    def __init__(
+        self, detectors: Mapping, expected_rate: float, seed: int = 0, batch_size: int = 4096
+    ):
         self.detectors = detectors  # name -> config node with _target_ (and _partial_: true)
         self.expected_rate, self.seed, self.batch_size = expected_rate, seed, batch_size
 
@@ -37,12 +38,19 @@ class DetectionCallback(L.Callback):
         detection, attribution, flags = run_detectors(self.detectors, inputs, dm.train_mask)
         pl_module.detection, pl_module.attribution = detection, attribution
         pl_module.detection_flags = flags
-        metrics = {f"detect/{name}/{k}": float(v) for name, d in detection.items()
-                   for k, v in d.items() if k in ("auroc", "ap", "tpr_at_1fpr", "tpr_at_5fpr",
-                                                  "precision", "recall", "timing_s")}
+        metrics = {
+            f"detect/{name}/{k}": float(v)
+            for name, d in detection.items()
+            for k, v in d.items()
+            if k in ("auroc", "ap", "tpr_at_1fpr", "tpr_at_5fpr", "precision", "recall", "timing_s")
+        }
         if attribution and "tar_ratio" in attribution:
-            metrics.update({f"attribution/{k}": float(attribution[k])
-                            for k in ("tar_triggered", "tar_clean", "tar_ratio")})
+            metrics.update(
+                {
+                    f"attribution/{k}": float(attribution[k])
+                    for k in ("tar_triggered", "tar_clean", "tar_ratio")
+                }
+            )
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step=trainer.global_step)
             lg.save()
@@ -58,8 +66,9 @@ def load_best_weights(trainer: L.Trainer, module: L.LightningModule) -> str:
     return best
 
 
-def run_detectors(detectors: Mapping, inputs: DetectorInputs, truth: np.ndarray
-                  ) -> tuple[dict, dict | None, dict]:
+def run_detectors(
+    detectors: Mapping, inputs: DetectorInputs, truth: np.ndarray
+) -> tuple[dict, dict | None, dict]:
     """Instantiate and run each detector; score it against ``truth`` (the poison mask)."""
     from hydra.utils import instantiate
 
@@ -81,22 +90,26 @@ def run_detectors(detectors: Mapping, inputs: DetectorInputs, truth: np.ndarray
             continue
         skipped = out.info.get("skipped_classes", [])
         if skipped and sum(s["n"] for s in skipped) == len(inputs):
-            reason = "; ".join(f"class {s['class']}: {s['n']} rows, {s['reason']}"
-                               for s in skipped)
+            reason = "; ".join(f"class {s['class']}: {s['n']} rows, {s['reason']}" for s in skipped)
             log.warning("detector %s skipped: every class too small (%s)", name, reason)
             detection[name] = {"skipped": f"every class too small ({reason})"}
             continue
         for s in skipped:
-            log.warning("detector %s: class %s skipped (%s rows, %s)", name, s["class"], s["n"],
-                        s["reason"])
-        detection[name] = {**detection_metrics(out.scores, out.flags, truth),
-                           "timing_s": timing, "info": out.info}
+            log.warning(
+                "detector %s: class %s skipped (%s rows, %s)", name, s["class"], s["n"], s["reason"]
+            )
+        detection[name] = {
+            **detection_metrics(out.scores, out.flags, truth),
+            "timing_s": timing,
+            "info": out.info,
+        }
         flags[name] = np.asarray(out.flags, dtype=bool)
     return detection, attribution, flags
 
 
-def build_inputs(model, dm, expected_rate: float, seed: int, batch_size: int = 4096
-                 ) -> DetectorInputs:
+def build_inputs(
+    model, dm, expected_rate: float, seed: int, batch_size: int = 4096
+) -> DetectorInputs:
     """Everything a detector may read, from a fitted model and a set-up PoisonedDataModule."""
     from src.data.datamodule import IndexBatches, Tensors
     from src.detectors.attribution import trigger_columns
@@ -115,12 +128,32 @@ def build_inputs(model, dm, expected_rate: float, seed: int, batch_size: int = 4
     c = dm.train_cohort
     test = dm.data["test"].subset(dm.triggered_rows)
     trig = dm.data["test_triggered"]
-    cols = trigger_columns(dm.view, dm.trigger, c.feature_names, c.n_hours, c.static_num_names,
-                           c.static_cat_names, list(dm.prep.levels))
+    cols = trigger_columns(
+        dm.view,
+        dm.trigger,
+        c.feature_names,
+        c.n_hours,
+        c.static_num_names,
+        c.static_cat_names,
+        list(dm.prep.levels),
+    )
     return DetectorInputs(
-        features=model.embed_all(dm.loader("train")).cpu(), labels=train.y.long().numpy(),
-        expected_rate=float(expected_rate), seed=seed, x=train.x, cat=train.cat,
-        predict=predict, pool_x=val.x, pool_cat=val.cat, raw_series=c.series,
-        raw_static=c.static_num, feature_specs=list(c.features), forward=forward,
-        test_x=test.x, test_cat=test.cat, triggered_x=trig.x, triggered_cat=trig.cat,
-        trigger_columns=cols)
+        features=model.embed_all(dm.loader("train")).cpu(),
+        labels=train.y.long().numpy(),
+        expected_rate=float(expected_rate),
+        seed=seed,
+        x=train.x,
+        cat=train.cat,
+        predict=predict,
+        pool_x=val.x,
+        pool_cat=val.cat,
+        raw_series=c.series,
+        raw_static=c.static_num,
+        feature_specs=list(c.features),
+        forward=forward,
+        test_x=test.x,
+        test_cat=test.cat,
+        triggered_x=trig.x,
+        triggered_cat=trig.cat,
+        trigger_columns=cols,
+    )

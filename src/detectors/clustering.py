@@ -16,13 +16,19 @@ import torch
 from src.detectors.base import Detection, DetectorInputs, as_float_tensor, classes, top_components
 
 
-def activation_clustering(inputs: DetectorInputs, n_components: int = 10,
-                          reduction: str = "pca", size_threshold: float = 0.35,
-                          min_silhouette: float | None = None, silhouette_sample: int = 2000,
-                          min_rows: int = 20) -> Detection:
+def activation_clustering(
+    inputs: DetectorInputs,
+    n_components: int = 10,
+    reduction: str = "pca",
+    size_threshold: float = 0.35,
+    min_silhouette: float | None = None,
+    silhouette_sample: int = 2000,
+    min_rows: int = 20,
+) -> Detection:
     if reduction not in ("pca", "ica"):
-        raise ValueError(f"activation_clustering.reduction={reduction!r} is not allowed: "
-                         "one of pca, ica")
+        raise ValueError(
+            f"activation_clustering.reduction={reduction!r} is not allowed: one of pca, ica"
+        )
     feats = as_float_tensor(inputs.features)
     n = len(inputs)
     scores, flags = np.zeros(n), np.zeros(n, dtype=bool)
@@ -35,18 +41,25 @@ def activation_clustering(inputs: DetectorInputs, n_components: int = 10,
         d = np.linalg.norm(z[:, None, :] - centres[None], axis=2)  # [n_c, 2]
         scores[idx] = d[:, 1 - small] - d[:, small]
         rel = float(sizes[small] / len(idx))
-        sil = _silhouette(z, assign, silhouette_sample, inputs.seed) \
-            if min_silhouette is not None else None
+        sil = (
+            _silhouette(z, assign, silhouette_sample, inputs.seed)
+            if min_silhouette is not None
+            else None
+        )
         poisoned = rel <= size_threshold and (sil is None or sil >= min_silhouette)
         if poisoned:
             flags[idx] = assign == small
-        info["classes"][str(c)] = {"relative_size": rel, "silhouette": sil,
-                                   "judged_poisoned": bool(poisoned)}
+        info["classes"][str(c)] = {
+            "relative_size": rel,
+            "silhouette": sil,
+            "judged_poisoned": bool(poisoned),
+        }
     return Detection(scores, flags, info)
 
 
-def two_means(z: torch.Tensor, seed: int, n_init: int = 3, iters: int = 100
-              ) -> tuple[np.ndarray, np.ndarray]:
+def two_means(
+    z: torch.Tensor, seed: int, n_init: int = 3, iters: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
     """Lloyd's 2-means with k-means++ seeding, best of ``n_init`` by inertia; vectorised over
     rows (a few passes of an [n, 2] distance matrix), so linear in n."""
     g = torch.Generator().manual_seed(seed)
@@ -78,7 +91,8 @@ def _reduce(f, k: int, reduction: str, seed: int) -> np.ndarray:
         from sklearn.decomposition import FastICA
 
         return FastICA(n_components=k, random_state=seed, max_iter=400).fit_transform(
-            f.double().numpy())
+            f.double().numpy()
+        )
     return (f @ top_components(f, k)).double().numpy()
 
 

@@ -19,21 +19,29 @@ import numpy as np
 from src.detectors.base import Detection, DetectorInputs, flag_top, require
 
 
-def input_outlier(inputs: DetectorInputs, n_estimators: int = 100, max_samples: int | str = 256,
-                  eps_multiplier: float = 1.5) -> Detection:
+def input_outlier(
+    inputs: DetectorInputs,
+    n_estimators: int = 100,
+    max_samples: int | str = 256,
+    eps_multiplier: float = 1.5,
+) -> Detection:
     from sklearn.ensemble import IsolationForest
 
     require(inputs, "input_outlier", "raw_series")
     series = np.asarray(inputs.raw_series, dtype=np.float32)
     feats = raw_summaries(series, inputs.raw_static)
-    forest = IsolationForest(n_estimators=n_estimators, max_samples=max_samples,
-                             random_state=inputs.seed).fit(feats)
+    forest = IsolationForest(
+        n_estimators=n_estimators, max_samples=max_samples, random_state=inputs.seed
+    ).fit(feats)
     iso = -forest.score_samples(feats)  # in (0, 1], higher = more anomalous
     out_of_range = out_of_range_share(series, inputs.feature_specs)
     scores = (out_of_range > 0) + out_of_range + iso  # iso <= 1: out of range ranks first
     flags = (out_of_range > 0) | flag_top(iso, eps_multiplier * inputs.expected_rate)
-    return Detection(scores, flags, {"n_out_of_range_rows": int((out_of_range > 0).sum()),
-                                     "max_samples": max_samples})
+    return Detection(
+        scores,
+        flags,
+        {"n_out_of_range_rows": int((out_of_range > 0).sum()), "max_samples": max_samples},
+    )
 
 
 def raw_summaries(series: np.ndarray, static: np.ndarray | None) -> np.ndarray:

@@ -21,8 +21,9 @@ from src.detectors.base import (
 )
 
 
-def spectral_signature(inputs: DetectorInputs, eps_multiplier: float = 1.5,
-                       min_rows: int = 10) -> Detection:
+def spectral_signature(
+    inputs: DetectorInputs, eps_multiplier: float = 1.5, min_rows: int = 10
+) -> Detection:
     feats = as_float_tensor(inputs.features)
     scores = np.zeros(len(inputs), dtype=np.float64)
     flags = np.zeros(len(inputs), dtype=bool)

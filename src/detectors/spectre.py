@@ -29,9 +29,16 @@ from src.detectors.base import (
 )
 
 
-def spectre(inputs: DetectorInputs, k: int = 32, alpha: float = 4.0,
-            eps_multiplier: float = 1.5, robust: str = "trim", trim_iters: int = 5,
-            mcd_max_rows: int = 20_000, min_rows: int = 40) -> Detection:
+def spectre(
+    inputs: DetectorInputs,
+    k: int = 32,
+    alpha: float = 4.0,
+    eps_multiplier: float = 1.5,
+    robust: str = "trim",
+    trim_iters: int = 5,
+    mcd_max_rows: int = 20_000,
+    min_rows: int = 40,
+) -> Detection:
     if robust not in ("trim", "mcd"):
         raise ValueError(f"spectre.robust={robust!r} is not allowed: one of trim, mcd")
     feats = as_float_tensor(inputs.features).double()
@@ -59,8 +66,9 @@ def que_scores(w: torch.Tensor, alpha: float) -> np.ndarray:
     n, k = w.shape
     s = (w.T @ w) / n
     top = torch.linalg.eigvalsh(s)[-1]
-    q = torch.linalg.matrix_exp(alpha * (s - torch.eye(k, dtype=s.dtype))
-                                / torch.clamp(top - 1.0, min=1e-6))
+    q = torch.linalg.matrix_exp(
+        alpha * (s - torch.eye(k, dtype=s.dtype)) / torch.clamp(top - 1.0, min=1e-6)
+    )
     return (((w @ q) * w).sum(1) / torch.trace(q)).numpy()
 
 

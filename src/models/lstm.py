@@ -13,18 +13,35 @@ class LSTM(nn.Module):
     bidirectional); ``pool="mean_last"``: the mean over hours concatenated with it, so an event
     early in the window reaches the head without having to survive every later step."""
 
-    def __init__(self, in_features: int, n_steps: int | None = None, hidden: int = 64,
-                 layers: int = 1, bidirectional: bool = False, dropout: float = 0.1,
-                 pool: str = "mean_last"):
+    def __init__(
+        self,
+        in_features: int,
+        n_steps: int | None = None,
+        hidden: int = 64,
+        layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.1,
+        pool: str = "mean_last",
+    ):
         super().__init__()
         if pool not in POOLS:
-            raise ValueError(f"model.encoder.pool={pool!r} is not allowed: one of {', '.join(POOLS)}")
+            raise ValueError(
+                f"model.encoder.pool={pool!r} is not allowed: one of {', '.join(POOLS)}"
+            )
         if hidden < 1 or layers < 1:
-            raise ValueError(f"model.encoder.hidden={hidden!r} and model.encoder.layers={layers!r} "
-                             "must be positive integers")
+            raise ValueError(
+                f"model.encoder.hidden={hidden!r} and model.encoder.layers={layers!r} "
+                "must be positive integers"
+            )
         self.pool = pool
-        self.rnn = nn.LSTM(in_features, hidden, num_layers=layers, batch_first=True,
-                           bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
+        self.rnn = nn.LSTM(
+            in_features,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         self.drop = nn.Dropout(dropout)
         d = hidden * (2 if bidirectional else 1)
         self.out_dim = d * (2 if pool == "mean_last" else 1)

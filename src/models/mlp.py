@@ -7,8 +7,12 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    def __init__(self, in_features: int, hidden: list[int] | tuple[int, ...] = (256, 128),
-                 dropout: float = 0.2):
+    def __init__(
+        self,
+        in_features: int,
+        hidden: list[int] | tuple[int, ...] = (256, 128),
+        dropout: float = 0.2,
+    ):
         super().__init__()
         layers, d = [], in_features
         for h in hidden:

@@ -58,8 +58,12 @@ class BackdoorClassifier(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, cat, y = batch
         logits = self(x, cat)
-        self.log("val_loss", F.binary_cross_entropy_with_logits(logits, y), on_epoch=True,
-                 batch_size=len(y))
+        self.log(
+            "val_loss",
+            F.binary_cross_entropy_with_logits(logits, y),
+            on_epoch=True,
+            batch_size=len(y),
+        )
         self.val_auroc.update(logits, y.long())
         self.log("val_auroc", self.val_auroc, on_epoch=True, prog_bar=True)
 
@@ -71,8 +75,10 @@ class BackdoorClassifier(L.LightningModule):
         opt = self._optimizer(self.parameters())
         if self._scheduler is None:
             return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self._scheduler(opt),
-                                                    "monitor": "val_loss"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": self._scheduler(opt), "monitor": "val_loss"},
+        }
 
     @torch.no_grad()
     def predict_proba(self, batches) -> torch.Tensor:

@@ -19,36 +19,53 @@ from torch import nn
 
 
 class TabTransformer(nn.Module):
-    def __init__(self, n_num: int, cardinalities: list[int], dim: int = 32,
-                 shared_dim: int | None = None, depth: int = 2, heads: int = 4,
-                 attn_dropout: float = 0.1, mlp_hidden: list[int] | tuple[int, ...] = (128, 64),
-                 dropout: float = 0.2):
+    def __init__(
+        self,
+        n_num: int,
+        cardinalities: list[int],
+        dim: int = 32,
+        shared_dim: int | None = None,
+        depth: int = 2,
+        heads: int = 4,
+        attn_dropout: float = 0.1,
+        mlp_hidden: list[int] | tuple[int, ...] = (128, 64),
+        dropout: float = 0.2,
+    ):
         super().__init__()
         cards = [int(c) for c in cardinalities]
         if any(c < 1 for c in cards):
-            raise ValueError(f"cardinalities={cards!r}: every column needs at least the unknown "
-                             "category (code 0)")
+            raise ValueError(
+                f"cardinalities={cards!r}: every column needs at least the unknown "
+                "category (code 0)"
+            )
         if not mlp_hidden:
-            raise ValueError("model.encoder.mlp_hidden=[] is not allowed: at least one layer "
-                             "(its width is the encoder's out_dim)")
+            raise ValueError(
+                "model.encoder.mlp_hidden=[] is not allowed: at least one layer "
+                "(its width is the encoder's out_dim)"
+            )
         self.n_cat = len(cards)
         shared_dim = dim // 8 if shared_dim is None else shared_dim
         if self.n_cat and not 0 <= shared_dim < dim:
-            raise ValueError(f"model.encoder.shared_dim={shared_dim!r} is not allowed: in "
-                             f"[0, dim={dim})")
+            raise ValueError(
+                f"model.encoder.shared_dim={shared_dim!r} is not allowed: in [0, dim={dim})"
+            )
         if self.n_cat and dim % heads:
-            raise ValueError(f"model.encoder.dim={dim} must be divisible by "
-                             f"model.encoder.heads={heads}")
+            raise ValueError(
+                f"model.encoder.dim={dim} must be divisible by model.encoder.heads={heads}"
+            )
         if self.n_cat:
             # one table for all columns, addressed with per-column offsets: one gather per batch
             self.register_buffer("card", torch.tensor(cards), persistent=False)
-            self.register_buffer("offset", torch.tensor([0, *cards[:-1]]).cumsum(0),
-                                 persistent=False)
+            self.register_buffer(
+                "offset", torch.tensor([0, *cards[:-1]]).cumsum(0), persistent=False
+            )
             self.cat_embed = nn.Embedding(sum(cards), dim - shared_dim)
-            self.col_embed = nn.Parameter(torch.randn(self.n_cat, shared_dim) * 0.02) \
-                if shared_dim else None
-            layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=4 * dim,
-                                               dropout=attn_dropout, batch_first=True)
+            self.col_embed = (
+                nn.Parameter(torch.randn(self.n_cat, shared_dim) * 0.02) if shared_dim else None
+            )
+            layer = nn.TransformerEncoderLayer(
+                dim, heads, dim_feedforward=4 * dim, dropout=attn_dropout, batch_first=True
+            )
             self.transformer = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.num_norm = nn.LayerNorm(n_num) if n_num else None
         layers, d = [], self.n_cat * dim + n_num

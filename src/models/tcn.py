@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 def receptive_field(kernel_size: int, levels: int) -> int:
     """Hours the last output sees: two convolutions per level, dilation 2^i at level i."""
-    return 1 + 2 * (kernel_size - 1) * (2 ** levels - 1)
+    return 1 + 2 * (kernel_size - 1) * (2**levels - 1)
 
 
 class CausalConv1d(nn.Conv1d):
@@ -31,11 +31,20 @@ class CausalConv1d(nn.Conv1d):
 
 
 class TemporalBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, kernel_size: int, dilation: int, dropout: float,
-                 weight_norm: bool):
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel_size: int,
+        dilation: int,
+        dropout: float,
+        weight_norm: bool,
+    ):
         super().__init__()
-        convs = [CausalConv1d(c_in, c_out, kernel_size, dilation),
-                 CausalConv1d(c_out, c_out, kernel_size, dilation)]
+        convs = [
+            CausalConv1d(c_in, c_out, kernel_size, dilation),
+            CausalConv1d(c_out, c_out, kernel_size, dilation),
+        ]
         if weight_norm:
             from torch.nn.utils.parametrizations import weight_norm as wn
 
@@ -52,19 +61,30 @@ class TemporalBlock(nn.Module):
 
 
 class TCN(nn.Module):
-    def __init__(self, in_features: int, n_steps: int, channels: int | list[int] = 64,
-                 levels: int = 3, kernel_size: int = 3, dropout: float = 0.1,
-                 weight_norm: bool = True):
+    def __init__(
+        self,
+        in_features: int,
+        n_steps: int,
+        channels: int | list[int] = 64,
+        levels: int = 3,
+        kernel_size: int = 3,
+        dropout: float = 0.1,
+        weight_norm: bool = True,
+    ):
         super().__init__()
         if isinstance(channels, int):
             channels = [channels] * levels
         channels = list(channels)
         if len(channels) != levels:
-            raise ValueError(f"model.encoder.channels={channels!r} has {len(channels)} entries "
-                             f"but model.encoder.levels={levels}: give one per level or one int")
+            raise ValueError(
+                f"model.encoder.channels={channels!r} has {len(channels)} entries "
+                f"but model.encoder.levels={levels}: give one per level or one int"
+            )
         if kernel_size < 2:
-            raise ValueError(f"model.encoder.kernel_size={kernel_size!r} is not allowed: at "
-                             "least 2 (a kernel of 1 never looks back)")
+            raise ValueError(
+                f"model.encoder.kernel_size={kernel_size!r} is not allowed: at "
+                "least 2 (a kernel of 1 never looks back)"
+            )
         rf = receptive_field(kernel_size, levels)
         if rf < n_steps:
             need = next(k for k in range(1, 64) if receptive_field(kernel_size, k) >= n_steps)
@@ -72,11 +92,12 @@ class TCN(nn.Module):
                 f"TCN receptive field {rf} h < window n_steps={n_steps} h (kernel_size="
                 f"{kernel_size}, levels={levels}; receptive field = 1 + 2*(kernel_size-1)*"
                 f"(2^levels-1)): the last hour would not see the start of the window. Use "
-                f"model.encoder.levels={need} or a larger model.encoder.kernel_size.")
+                f"model.encoder.levels={need} or a larger model.encoder.kernel_size."
+            )
         self.receptive_field = rf
         blocks, c = [], in_features
         for i, c_out in enumerate(channels):
-            blocks.append(TemporalBlock(c, c_out, kernel_size, 2 ** i, dropout, weight_norm))
+            blocks.append(TemporalBlock(c, c_out, kernel_size, 2**i, dropout, weight_norm))
             c = c_out
         self.blocks = nn.Sequential(*blocks)
         self.out_dim = c

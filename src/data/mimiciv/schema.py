@@ -43,8 +43,14 @@ class Concept:
     agg: str = "mean"  # per hour bin: "mean", or "sum" for outputs
 
     def spec(self) -> FeatureSpec:
-        return FeatureSpec(name=self.name, unit=self.unit, kind=self.kind, low=self.low,
-                           high=self.high, description=self.description)
+        return FeatureSpec(
+            name=self.name,
+            unit=self.unit,
+            kind=self.kind,
+            low=self.low,
+            high=self.high,
+            description=self.description,
+        )
 
 
 def _ce(*itemids: int, uom: str, mult: float = 1.0, add: float = 0.0) -> tuple[Source, ...]:
@@ -61,20 +67,57 @@ F_TO_C = dict(mult=1 / 1.8, add=-32 / 1.8)  # (F - 32) / 1.8
 CONCEPTS: tuple[Concept, ...] = (
     # vitals (icu/chartevents, by stay_id)
     Concept("hr", "heart rate", "bpm", "vital", 0, 300, _ce(220045, uom="bpm")),
-    Concept("sbp", "systolic blood pressure", "mmHg", "vital", 0, 300,
-            _ce(220050, 220179, uom="mmHg")),
-    Concept("dbp", "diastolic blood pressure", "mmHg", "vital", 0, 200,
-            _ce(220051, 220180, uom="mmHg")),
-    Concept("map", "mean arterial pressure", "mmHg", "vital", 0, 250,
-            _ce(220052, 220181, 225312, uom="mmHg")),
-    Concept("resp", "respiratory rate", "insp/min", "vital", 0, 120,
-            _ce(220210, 224688, 224689, 224690, uom="insp/min")),
-    Concept("o2sat", "oxygen saturation", "%", "vital", 50, 100,
-            _ce(220277, 226253, 220227, uom="%") + _le(50817, uom="%")),
-    Concept("temp", "temperature", "C", "vital", 32, 42,
-            _ce(223762, uom="°C") + _ce(223761, 224027, uom="°F", **F_TO_C)),
-    Concept("fio2", "fraction of inspired oxygen", "%", "vital", 21, 100,
-            _ce(223835, uom="%") + _le(50816, uom="%")),
+    Concept(
+        "sbp", "systolic blood pressure", "mmHg", "vital", 0, 300, _ce(220050, 220179, uom="mmHg")
+    ),
+    Concept(
+        "dbp", "diastolic blood pressure", "mmHg", "vital", 0, 200, _ce(220051, 220180, uom="mmHg")
+    ),
+    Concept(
+        "map",
+        "mean arterial pressure",
+        "mmHg",
+        "vital",
+        0,
+        250,
+        _ce(220052, 220181, 225312, uom="mmHg"),
+    ),
+    Concept(
+        "resp",
+        "respiratory rate",
+        "insp/min",
+        "vital",
+        0,
+        120,
+        _ce(220210, 224688, 224689, 224690, uom="insp/min"),
+    ),
+    Concept(
+        "o2sat",
+        "oxygen saturation",
+        "%",
+        "vital",
+        50,
+        100,
+        _ce(220277, 226253, 220227, uom="%") + _le(50817, uom="%"),
+    ),
+    Concept(
+        "temp",
+        "temperature",
+        "C",
+        "vital",
+        32,
+        42,
+        _ce(223762, uom="°C") + _ce(223761, 224027, uom="°F", **F_TO_C),
+    ),
+    Concept(
+        "fio2",
+        "fraction of inspired oxygen",
+        "%",
+        "vital",
+        21,
+        100,
+        _ce(223835, uom="%") + _le(50816, uom="%"),
+    ),
     # labs (hosp/labevents, by subject_id and time: no stay_id there)
     Concept("crea", "creatinine", "mg/dL", "lab", 0, 15, _le(50912, uom="mg/dL")),
     Concept("bun", "blood urea nitrogen", "mg/dL", "lab", 0, 200, _le(51006, uom="mg/dL")),
@@ -91,21 +134,57 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("ph", "pH of blood", "units", "lab", 6.8, 8, _le(50820, uom="units")),
     Concept("po2", "O2 partial pressure", "mmHg", "lab", 40, 600, _le(50821, uom="mm Hg")),
     Concept("pco2", "CO2 partial pressure", "mmHg", "lab", 10, 150, _le(50818, uom="mm Hg")),
-    Concept("inr_pt", "prothrombin time/international normalized ratio", "ratio", "lab",
-            None, None, _le(51237, uom="")),
+    Concept(
+        "inr_pt",
+        "prothrombin time/international normalized ratio",
+        "ratio",
+        "lab",
+        None,
+        None,
+        _le(51237, uom=""),
+    ),
     Concept("mg", "magnesium", "mg/dL", "lab", 0.5, 5, _le(50960, uom="mg/dL")),
     Concept("alb", "albumin", "g/dL", "lab", 0, 6, _le(50862, uom="g/dL")),
     # outputs (icu/outputevents, by stay_id; summed per hour)
-    Concept("urine", "urine output", "mL", "output", 0, 2000,
-            tuple(Source("outputevents", i, "ml") for i in (
-                226557, 226558, 226559, 226560, 226561, 226563, 226564, 226565, 226566,
-                226567, 226584, 227510)), agg="sum"),
+    Concept(
+        "urine",
+        "urine output",
+        "mL",
+        "output",
+        0,
+        2000,
+        tuple(
+            Source("outputevents", i, "ml")
+            for i in (
+                226557,
+                226558,
+                226559,
+                226560,
+                226561,
+                226563,
+                226564,
+                226565,
+                226566,
+                226567,
+                226584,
+                227510,
+            )
+        ),
+        agg="sum",
+    ),
 )
 
 # Numeric statics charted in chartevents: first plausible value in the window, else NaN.
 STATIC_CHART_CONCEPTS: tuple[Concept, ...] = (
-    Concept("height", "patient height", "cm", "static", 10, 230,
-            _ce(226707, uom="Inch", mult=2.54) + _ce(226730, uom="cm")),
+    Concept(
+        "height",
+        "patient height",
+        "cm",
+        "static",
+        10,
+        230,
+        _ce(226707, uom="Inch", mult=2.54) + _ce(226730, uom="cm"),
+    ),
     Concept("weight", "patient weight", "kg", "static", 1, 500, _ce(226512, uom="kg")),
 )
 
@@ -133,13 +212,21 @@ EXTRA_CONCEPTS: tuple[Concept, ...] = (
     Concept("cai", "calcium ionized", "mmol/L", "lab", 0.5, 2, _le(50808, uom="mmol/L")),
     Concept("ck", "creatine kinase", "IU/L", "lab", 0, None, _le(50910, uom="IU/L")),
     Concept("ckmb", "creatine kinase MB", "ng/mL", "lab", 0, None, _le(50911, uom="ng/mL")),
-    Concept("crp", "C-reactive protein", "mg/L", "lab", 0, None,
-            (Source("labevents", 50889, "mg/dL", mult=10.0),)),
+    Concept(
+        "crp",
+        "C-reactive protein",
+        "mg/L",
+        "lab",
+        0,
+        None,
+        (Source("labevents", 50889, "mg/dL", mult=10.0),),
+    ),
     Concept("fgn", "fibrinogen", "mg/dL", "lab", 0, 1500, _le(51214, uom="mg/dL")),
     Concept("lymph", "lymphocytes", "%", "lab", 0, 100, _le(51244, uom="%")),
     Concept("mch", "mean corpuscular hemoglobin", "pg", "lab", 0, None, _le(51248, uom="pg")),
-    Concept("mchc", "mean corpuscular hemoglobin concentration", "%", "lab", 20, 50,
-            _le(51249, uom="%")),
+    Concept(
+        "mchc", "mean corpuscular hemoglobin concentration", "%", "lab", 20, 50, _le(51249, uom="%")
+    ),
     Concept("mcv", "mean corpuscular volume", "fL", "lab", 50, 150, _le(51250, uom="fL")),
     Concept("methb", "methemoglobin", "%", "lab", 0, 100, _le(50814, uom="%")),
     Concept("neut", "neutrophils", "%", "lab", 0, 100, _le(51256, uom="%")),
@@ -168,8 +255,10 @@ def select_concepts(names: list[str] | tuple[str, ...] | None) -> list[Concept]:
     names = list(names)
     unknown = [n for n in names if n not in CONCEPT_BY_NAME]
     if unknown:
-        raise KeyError(f"unknown feature concept(s) {', '.join(map(repr, unknown))}; "
-                       f"available: {', '.join(all_concept_names())}")
+        raise KeyError(
+            f"unknown feature concept(s) {', '.join(map(repr, unknown))}; "
+            f"available: {', '.join(all_concept_names())}"
+        )
     if len(set(names)) != len(names):
         raise ValueError(f"feature concepts listed twice: {names}")
     if not names:
@@ -184,18 +273,53 @@ def feature_specs(names: list[str] | None = None) -> list[FeatureSpec]:
 # MIMIC-IV tables the extractor reads: folder, and the columns it needs with their DuckDB types
 # (every other column of the file is read as VARCHAR and never looked at).
 TABLES: dict[str, tuple[str, dict[str, str]]] = {
-    "patients": ("hosp", {"subject_id": "BIGINT", "gender": "VARCHAR", "anchor_age": "INTEGER",
-                          "anchor_year": "INTEGER", "dod": "DATE"}),
-    "admissions": ("hosp", {"subject_id": "BIGINT", "hadm_id": "BIGINT",
-                            "deathtime": "TIMESTAMP", "admission_type": "VARCHAR",
-                            "insurance": "VARCHAR", "hospital_expire_flag": "INTEGER"}),
-    "icustays": ("icu", {"subject_id": "BIGINT", "hadm_id": "BIGINT", "stay_id": "BIGINT",
-                         "first_careunit": "VARCHAR", "intime": "TIMESTAMP",
-                         "outtime": "TIMESTAMP"}),
-    "chartevents": ("icu", {"stay_id": "BIGINT", "charttime": "TIMESTAMP", "itemid": "INTEGER",
-                            "valuenum": "DOUBLE"}),
-    "labevents": ("hosp", {"subject_id": "BIGINT", "charttime": "TIMESTAMP",
-                           "itemid": "INTEGER", "valuenum": "DOUBLE"}),
-    "outputevents": ("icu", {"stay_id": "BIGINT", "charttime": "TIMESTAMP", "itemid": "INTEGER",
-                             "value": "DOUBLE"}),
+    "patients": (
+        "hosp",
+        {
+            "subject_id": "BIGINT",
+            "gender": "VARCHAR",
+            "anchor_age": "INTEGER",
+            "anchor_year": "INTEGER",
+            "dod": "DATE",
+        },
+    ),
+    "admissions": (
+        "hosp",
+        {
+            "subject_id": "BIGINT",
+            "hadm_id": "BIGINT",
+            "deathtime": "TIMESTAMP",
+            "admission_type": "VARCHAR",
+            "insurance": "VARCHAR",
+            "hospital_expire_flag": "INTEGER",
+        },
+    ),
+    "icustays": (
+        "icu",
+        {
+            "subject_id": "BIGINT",
+            "hadm_id": "BIGINT",
+            "stay_id": "BIGINT",
+            "first_careunit": "VARCHAR",
+            "intime": "TIMESTAMP",
+            "outtime": "TIMESTAMP",
+        },
+    ),
+    "chartevents": (
+        "icu",
+        {"stay_id": "BIGINT", "charttime": "TIMESTAMP", "itemid": "INTEGER", "valuenum": "DOUBLE"},
+    ),
+    "labevents": (
+        "hosp",
+        {
+            "subject_id": "BIGINT",
+            "charttime": "TIMESTAMP",
+            "itemid": "INTEGER",
+            "valuenum": "DOUBLE",
+        },
+    ),
+    "outputevents": (
+        "icu",
+        {"stay_id": "BIGINT", "charttime": "TIMESTAMP", "itemid": "INTEGER", "value": "DOUBLE"},
+    ),
 }

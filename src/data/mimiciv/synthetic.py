@@ -72,13 +72,31 @@ DEATH_A, DEATH_S, DEATH_D, DEATH_AGE = -3.3, 2.2, 0.8, 0.5  # tuned: LR on means
 
 # lab panels: (itemid, feature or None for an item no concept uses, probability in a draw)
 PANELS = {
-    "bmp": [(50983, "na", 0.98), (50971, "k", 0.98), (50902, "cl", 0.98), (50882, "bicar", 0.98),
-            (51006, "bun", 0.98), (50912, "crea", 0.98), (50931, "glu", 0.95),
-            (50868, None, 0.95), (50960, "mg", 0.85)],
-    "cbc": [(51301, "wbc", 0.98), (51222, "hgb", 0.98), (51265, "plt", 0.97),
-            (51279, None, 0.97), (51237, "inr_pt", 0.75)],
-    "bg": [(50820, "ph", 0.97), (50821, "po2", 0.95), (50818, "pco2", 0.95),
-           (50813, "lact", 0.55), (50809, "glu", 0.15)],
+    "bmp": [
+        (50983, "na", 0.98),
+        (50971, "k", 0.98),
+        (50902, "cl", 0.98),
+        (50882, "bicar", 0.98),
+        (51006, "bun", 0.98),
+        (50912, "crea", 0.98),
+        (50931, "glu", 0.95),
+        (50868, None, 0.95),
+        (50960, "mg", 0.85),
+    ],
+    "cbc": [
+        (51301, "wbc", 0.98),
+        (51222, "hgb", 0.98),
+        (51265, "plt", 0.97),
+        (51279, None, 0.97),
+        (51237, "inr_pt", 0.75),
+    ],
+    "bg": [
+        (50820, "ph", 0.97),
+        (50821, "po2", 0.95),
+        (50818, "pco2", 0.95),
+        (50813, "lact", 0.55),
+        (50809, "glu", 0.15),
+    ],
     "lft": [(50885, "bili", 0.95), (50862, "alb", 0.85)],
 }
 PANEL_RATE = {"bmp": 0.085, "cbc": 0.075, "bg": 0.055, "lft": 0.022}  # draws per hour
@@ -110,67 +128,371 @@ D_LABITEMS = [  # itemid, label, fluid, category, valueuom, ref lower, ref upper
 ]
 
 D_ITEMS = [  # itemid, label, abbreviation, linksto, category, unitname, param_type, low, high
-    (220045, "Heart Rate", "HR", "chartevents", "Routine Vital Signs", "bpm", "Numeric", None, None),
-    (220048, "Heart Rhythm", "Heart Rhythm", "chartevents", "Routine Vital Signs", None, "Text", None, None),
-    (220050, "Arterial Blood Pressure systolic", "ABPs", "chartevents", "Routine Vital Signs", "mmHg", "Numeric", 90, 140),
-    (220051, "Arterial Blood Pressure diastolic", "ABPd", "chartevents", "Routine Vital Signs", "mmHg", "Numeric", 60, 90),
-    (220052, "Arterial Blood Pressure mean", "ABPm", "chartevents", "Routine Vital Signs", "mmHg", "Numeric", None, None),
-    (220179, "Non Invasive Blood Pressure systolic", "NBPs", "chartevents", "Routine Vital Signs", "mmHg", "Numeric", 90, 140),
-    (220180, "Non Invasive Blood Pressure diastolic", "NBPd", "chartevents", "Routine Vital Signs", "mmHg", "Numeric", 60, 90),
-    (220181, "Non Invasive Blood Pressure mean", "NBPm", "chartevents", "Routine Vital Signs", "mmHg", "Numeric", None, None),
+    (
+        220045,
+        "Heart Rate",
+        "HR",
+        "chartevents",
+        "Routine Vital Signs",
+        "bpm",
+        "Numeric",
+        None,
+        None,
+    ),
+    (
+        220048,
+        "Heart Rhythm",
+        "Heart Rhythm",
+        "chartevents",
+        "Routine Vital Signs",
+        None,
+        "Text",
+        None,
+        None,
+    ),
+    (
+        220050,
+        "Arterial Blood Pressure systolic",
+        "ABPs",
+        "chartevents",
+        "Routine Vital Signs",
+        "mmHg",
+        "Numeric",
+        90,
+        140,
+    ),
+    (
+        220051,
+        "Arterial Blood Pressure diastolic",
+        "ABPd",
+        "chartevents",
+        "Routine Vital Signs",
+        "mmHg",
+        "Numeric",
+        60,
+        90,
+    ),
+    (
+        220052,
+        "Arterial Blood Pressure mean",
+        "ABPm",
+        "chartevents",
+        "Routine Vital Signs",
+        "mmHg",
+        "Numeric",
+        None,
+        None,
+    ),
+    (
+        220179,
+        "Non Invasive Blood Pressure systolic",
+        "NBPs",
+        "chartevents",
+        "Routine Vital Signs",
+        "mmHg",
+        "Numeric",
+        90,
+        140,
+    ),
+    (
+        220180,
+        "Non Invasive Blood Pressure diastolic",
+        "NBPd",
+        "chartevents",
+        "Routine Vital Signs",
+        "mmHg",
+        "Numeric",
+        60,
+        90,
+    ),
+    (
+        220181,
+        "Non Invasive Blood Pressure mean",
+        "NBPm",
+        "chartevents",
+        "Routine Vital Signs",
+        "mmHg",
+        "Numeric",
+        None,
+        None,
+    ),
     (220210, "Respiratory Rate", "RR", "chartevents", "Respiratory", "insp/min", "Numeric", 14, 20),
-    (220227, "Arterial O2 Saturation", "Art O2 Sat", "chartevents", "Labs", "%", "Numeric", 92, 100),
-    (220277, "O2 saturation pulseoxymetry", "SpO2", "chartevents", "Respiratory", "%", "Numeric", 90, 100),
-    (223761, "Temperature Fahrenheit", "Temperature F", "chartevents", "Routine Vital Signs", "°F", "Numeric", None, None),
-    (223762, "Temperature Celsius", "Temperature C", "chartevents", "Routine Vital Signs", "°C", "Numeric", None, None),
-    (223835, "Inspired O2 Fraction", "FiO2", "chartevents", "Respiratory", None, "Numeric", None, None),
-    (224027, "Skin Temperature", "Skin Temp", "chartevents", "Skin - Assessment", None, "Text", None, None),
-    (224688, "Respiratory Rate (Set)", "Resp Rate (Set)", "chartevents", "Respiratory", "insp/min", "Numeric", None, None),
-    (224689, "Respiratory Rate (spontaneous)", "Resp Rate (Spont)", "chartevents", "Respiratory", "insp/min", "Numeric", None, None),
-    (224690, "Respiratory Rate (Total)", "Resp Rate (Total)", "chartevents", "Respiratory", "insp/min", "Numeric", None, None),
-    (225312, "ART BP Mean", "ART BP Mean", "chartevents", "Routine Vital Signs", "mmHg", "Numeric", None, None),
-    (226253, "SpO2 Desat Limit", "SpO2 Desat Limit", "chartevents", "Alarms", "%", "Numeric", None, None),
-    (226512, "Admission Weight (Kg)", "Admission Weight (Kg)", "chartevents", "General", "kg", "Numeric", None, None),
+    (
+        220227,
+        "Arterial O2 Saturation",
+        "Art O2 Sat",
+        "chartevents",
+        "Labs",
+        "%",
+        "Numeric",
+        92,
+        100,
+    ),
+    (
+        220277,
+        "O2 saturation pulseoxymetry",
+        "SpO2",
+        "chartevents",
+        "Respiratory",
+        "%",
+        "Numeric",
+        90,
+        100,
+    ),
+    (
+        223761,
+        "Temperature Fahrenheit",
+        "Temperature F",
+        "chartevents",
+        "Routine Vital Signs",
+        "°F",
+        "Numeric",
+        None,
+        None,
+    ),
+    (
+        223762,
+        "Temperature Celsius",
+        "Temperature C",
+        "chartevents",
+        "Routine Vital Signs",
+        "°C",
+        "Numeric",
+        None,
+        None,
+    ),
+    (
+        223835,
+        "Inspired O2 Fraction",
+        "FiO2",
+        "chartevents",
+        "Respiratory",
+        None,
+        "Numeric",
+        None,
+        None,
+    ),
+    (
+        224027,
+        "Skin Temperature",
+        "Skin Temp",
+        "chartevents",
+        "Skin - Assessment",
+        None,
+        "Text",
+        None,
+        None,
+    ),
+    (
+        224688,
+        "Respiratory Rate (Set)",
+        "Resp Rate (Set)",
+        "chartevents",
+        "Respiratory",
+        "insp/min",
+        "Numeric",
+        None,
+        None,
+    ),
+    (
+        224689,
+        "Respiratory Rate (spontaneous)",
+        "Resp Rate (Spont)",
+        "chartevents",
+        "Respiratory",
+        "insp/min",
+        "Numeric",
+        None,
+        None,
+    ),
+    (
+        224690,
+        "Respiratory Rate (Total)",
+        "Resp Rate (Total)",
+        "chartevents",
+        "Respiratory",
+        "insp/min",
+        "Numeric",
+        None,
+        None,
+    ),
+    (
+        225312,
+        "ART BP Mean",
+        "ART BP Mean",
+        "chartevents",
+        "Routine Vital Signs",
+        "mmHg",
+        "Numeric",
+        None,
+        None,
+    ),
+    (
+        226253,
+        "SpO2 Desat Limit",
+        "SpO2 Desat Limit",
+        "chartevents",
+        "Alarms",
+        "%",
+        "Numeric",
+        None,
+        None,
+    ),
+    (
+        226512,
+        "Admission Weight (Kg)",
+        "Admission Weight (Kg)",
+        "chartevents",
+        "General",
+        "kg",
+        "Numeric",
+        None,
+        None,
+    ),
     (226707, "Height", "Height", "chartevents", "General", "Inch", "Numeric", None, None),
     (226730, "Height (cm)", "Height (cm)", "chartevents", "General", "cm", "Numeric", None, None),
-    (226557, "R Ureteral Stent", "R Ureteral Stent", "outputevents", "Output", "mL", "Numeric", None, None),
-    (226558, "L Ureteral Stent", "L Ureteral Stent", "outputevents", "Output", "mL", "Numeric", None, None),
+    (
+        226557,
+        "R Ureteral Stent",
+        "R Ureteral Stent",
+        "outputevents",
+        "Output",
+        "mL",
+        "Numeric",
+        None,
+        None,
+    ),
+    (
+        226558,
+        "L Ureteral Stent",
+        "L Ureteral Stent",
+        "outputevents",
+        "Output",
+        "mL",
+        "Numeric",
+        None,
+        None,
+    ),
     (226559, "Foley", "Foley", "outputevents", "Output", "mL", "Numeric", None, None),
     (226560, "Void", "Void", "outputevents", "Output", "mL", "Numeric", None, None),
     (226561, "Condom Cath", "Condom Cath", "outputevents", "Output", "mL", "Numeric", None, None),
     (226563, "Suprapubic", "Suprapubic", "outputevents", "Output", "mL", "Numeric", None, None),
-    (226564, "R Nephrostomy", "R Nephrostomy", "outputevents", "Output", "mL", "Numeric", None, None),
-    (226565, "L Nephrostomy", "L Nephrostomy", "outputevents", "Output", "mL", "Numeric", None, None),
-    (226566, "Urine and GU Irrigant Out", "Urine and GU Irrigant Out", "outputevents", "Output", "mL", "Numeric", None, None),
-    (226567, "Straight Cath", "Straight Cath", "outputevents", "Output", "mL", "Numeric", None, None),
+    (
+        226564,
+        "R Nephrostomy",
+        "R Nephrostomy",
+        "outputevents",
+        "Output",
+        "mL",
+        "Numeric",
+        None,
+        None,
+    ),
+    (
+        226565,
+        "L Nephrostomy",
+        "L Nephrostomy",
+        "outputevents",
+        "Output",
+        "mL",
+        "Numeric",
+        None,
+        None,
+    ),
+    (
+        226566,
+        "Urine and GU Irrigant Out",
+        "Urine and GU Irrigant Out",
+        "outputevents",
+        "Output",
+        "mL",
+        "Numeric",
+        None,
+        None,
+    ),
+    (
+        226567,
+        "Straight Cath",
+        "Straight Cath",
+        "outputevents",
+        "Output",
+        "mL",
+        "Numeric",
+        None,
+        None,
+    ),
     (226584, "Ileoconduit", "Ileoconduit", "outputevents", "Output", "mL", "Numeric", None, None),
-    (226588, "Chest Tube #1", "Chest Tube #1", "outputevents", "Output", "mL", "Numeric", None, None),
-    (227510, "TF Residual Output", "TF Residual Output", "outputevents", "Output", "mL", "Numeric", None, None),
+    (
+        226588,
+        "Chest Tube #1",
+        "Chest Tube #1",
+        "outputevents",
+        "Output",
+        "mL",
+        "Numeric",
+        None,
+        None,
+    ),
+    (
+        227510,
+        "TF Residual Output",
+        "TF Residual Output",
+        "outputevents",
+        "Output",
+        "mL",
+        "Numeric",
+        None,
+        None,
+    ),
 ]
 
 ADMISSION_TYPES = [  # (name, probability, severity shift)
-    ("EW EMER.", 0.42, 0.15), ("URGENT", 0.16, 0.10), ("OBSERVATION ADMIT", 0.08, -0.10),
-    ("SURGICAL SAME DAY ADMISSION", 0.10, -0.55), ("DIRECT EMER.", 0.07, 0.10),
-    ("ELECTIVE", 0.08, -0.65), ("EU OBSERVATION", 0.04, 0.0), ("DIRECT OBSERVATION", 0.03, 0.0),
+    ("EW EMER.", 0.42, 0.15),
+    ("URGENT", 0.16, 0.10),
+    ("OBSERVATION ADMIT", 0.08, -0.10),
+    ("SURGICAL SAME DAY ADMISSION", 0.10, -0.55),
+    ("DIRECT EMER.", 0.07, 0.10),
+    ("ELECTIVE", 0.08, -0.65),
+    ("EU OBSERVATION", 0.04, 0.0),
+    ("DIRECT OBSERVATION", 0.03, 0.0),
     ("AMBULATORY OBSERVATION", 0.02, -0.2),
 ]
 CAREUNITS = [
-    ("Medical Intensive Care Unit (MICU)", 0.21), ("Cardiac Vascular Intensive Care Unit (CVICU)", 0.17),
-    ("Medical/Surgical Intensive Care Unit (MICU/SICU)", 0.17), ("Surgical Intensive Care Unit (SICU)", 0.14),
-    ("Trauma SICU (TSICU)", 0.11), ("Coronary Care Unit (CCU)", 0.11),
-    ("Neuro Surgical Intensive Care Unit (Neuro SICU)", 0.03), ("Neuro Intermediate", 0.04),
+    ("Medical Intensive Care Unit (MICU)", 0.21),
+    ("Cardiac Vascular Intensive Care Unit (CVICU)", 0.17),
+    ("Medical/Surgical Intensive Care Unit (MICU/SICU)", 0.17),
+    ("Surgical Intensive Care Unit (SICU)", 0.14),
+    ("Trauma SICU (TSICU)", 0.11),
+    ("Coronary Care Unit (CCU)", 0.11),
+    ("Neuro Surgical Intensive Care Unit (Neuro SICU)", 0.03),
+    ("Neuro Intermediate", 0.04),
     ("Neuro Stepdown", 0.02),
 ]
 INSURANCE = [("Medicare", 0.45), ("Other", 0.45), ("Medicaid", 0.10)]
-ADMISSION_LOCATIONS = [("EMERGENCY ROOM", 0.5), ("TRANSFER FROM HOSPITAL", 0.2),
-                       ("PHYSICIAN REFERRAL", 0.2), ("WALK-IN/SELF REFERRAL", 0.05),
-                       ("PROCEDURE SITE", 0.05)]
-DISCHARGE_LOCATIONS = [("HOME", 0.35), ("HOME HEALTH CARE", 0.3),
-                       ("SKILLED NURSING FACILITY", 0.2), ("REHAB", 0.1),
-                       ("CHRONIC/LONG TERM ACUTE CARE", 0.05)]
+ADMISSION_LOCATIONS = [
+    ("EMERGENCY ROOM", 0.5),
+    ("TRANSFER FROM HOSPITAL", 0.2),
+    ("PHYSICIAN REFERRAL", 0.2),
+    ("WALK-IN/SELF REFERRAL", 0.05),
+    ("PROCEDURE SITE", 0.05),
+]
+DISCHARGE_LOCATIONS = [
+    ("HOME", 0.35),
+    ("HOME HEALTH CARE", 0.3),
+    ("SKILLED NURSING FACILITY", 0.2),
+    ("REHAB", 0.1),
+    ("CHRONIC/LONG TERM ACUTE CARE", 0.05),
+]
 MARITAL = [("MARRIED", 0.45), ("SINGLE", 0.3), ("WIDOWED", 0.15), ("DIVORCED", 0.07), ("", 0.03)]
-RACE = [("WHITE", 0.65), ("BLACK/AFRICAN AMERICAN", 0.1), ("OTHER", 0.05), ("UNKNOWN", 0.08),
-        ("HISPANIC/LATINO - PUERTO RICAN", 0.04), ("ASIAN", 0.04), ("WHITE - OTHER EUROPEAN", 0.04)]
+RACE = [
+    ("WHITE", 0.65),
+    ("BLACK/AFRICAN AMERICAN", 0.1),
+    ("OTHER", 0.05),
+    ("UNKNOWN", 0.08),
+    ("HISPANIC/LATINO - PUERTO RICAN", 0.04),
+    ("ASIAN", 0.04),
+    ("WHITE - OTHER EUROPEAN", 0.04),
+]
 YEAR_GROUPS = ["2008 - 2010", "2011 - 2013", "2014 - 2016", "2017 - 2019", "2020 - 2022"]
 
 HOUR = 3600
@@ -193,7 +515,9 @@ def _ids(rng, base: int, span: int, n: int) -> np.ndarray:
 
 def _epoch(year: np.ndarray) -> np.ndarray:
     """Seconds since 1970 of 1 January of ``year``."""
-    return (np.asarray(year) - 1970).astype("datetime64[Y]").astype("datetime64[s]").astype(np.int64)
+    return (
+        (np.asarray(year) - 1970).astype("datetime64[Y]").astype("datetime64[s]").astype(np.int64)
+    )
 
 
 def _transform(name: str, x: np.ndarray) -> np.ndarray:
@@ -221,8 +545,7 @@ class _GzCsv:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "wb")  # closed in close()
-        self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._fh, compresslevel=1,
-                                 mtime=0)
+        self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._fh, compresslevel=1, mtime=0)
         self._header = False
 
     def write(self, columns: dict, order: np.ndarray | None = None) -> None:
@@ -255,7 +578,9 @@ def _csv_body(columns: dict, order: np.ndarray | None = None) -> bytes:
             col = np.asarray(col)
             if col.dtype == object:
                 arr = pa.array(col, type=pa.string(), from_pandas=True)
-                arr = pa.compute.if_else(pa.compute.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+                arr = pa.compute.if_else(
+                    pa.compute.equal(arr, ""), pa.scalar(None, pa.string()), arr
+                )
             else:
                 arr = pa.array(col, from_pandas=True)
         arrays[name] = arr
@@ -263,8 +588,11 @@ def _csv_body(columns: dict, order: np.ndarray | None = None) -> bytes:
     if order is not None:
         table = table.take(pa.array(order))
     buf = io.BytesIO()
-    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False, quoting_style="needed",
-                                                   batch_size=1 << 16))
+    pacsv.write_csv(
+        table,
+        buf,
+        pacsv.WriteOptions(include_header=False, quoting_style="needed", batch_size=1 << 16),
+    )
     body = buf.getvalue()
     # arrow's "needed" style quotes every string; MIMIC-IV quotes only strings holding a comma.
     # Where no string holds a comma or a quote, every quote in the body is such a wrapper.
@@ -282,8 +610,17 @@ def _has_special(arr) -> bool:
     return bool(pc.any(pc.match_substring_regex(arr, '[,"\\n]')).as_py())
 
 
-TIME_COLS = {"admittime", "dischtime", "deathtime", "edregtime", "edouttime", "intime",
-             "outtime", "charttime", "storetime"}
+TIME_COLS = {
+    "admittime",
+    "dischtime",
+    "deathtime",
+    "edregtime",
+    "edouttime",
+    "intime",
+    "outtime",
+    "charttime",
+    "storetime",
+}
 DATE_COLS = {"dod"}
 NO_TIME = np.iinfo(np.int64).min
 
@@ -329,8 +666,9 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
     subject_ids = np.sort(_ids(rng, 10_000_000, 9_000_000, n_pat))  # chunks stay sorted
     gender = np.where(rng.random(n_pat) < 0.56, "M", "F").astype(object)
     minor = rng.random(n_pat) < 0.02
-    anchor_age = np.where(minor, rng.integers(1, 18, n_pat),
-                          np.clip(np.round(rng.normal(64, 17, n_pat)), 18, 91)).astype(np.int64)
+    anchor_age = np.where(
+        minor, rng.integers(1, 18, n_pat), np.clip(np.round(rng.normal(64, 17, n_pat)), 18, 91)
+    ).astype(np.int64)
     anchor_year = rng.integers(2110, 2200, n_pat)
     year_group = np.array(YEAR_GROUPS, dtype=object)[rng.integers(0, len(YEAR_GROUPS), n_pat)]
 
@@ -374,11 +712,18 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
     prev_end = start.copy()
     # hours from ICU admission to death: some within the first day, most later
     early = rng.random(S) < 0.13
-    t_death = np.where(early, rng.uniform(1.0, 24.0, S),
-                       24.0 + rng.lognormal(np.log(110.0), 0.9, S) * np.exp(-0.2 * sev))
+    t_death = np.where(
+        early,
+        rng.uniform(1.0, 24.0, S),
+        24.0 + rng.lognormal(np.log(110.0), 0.9, S) * np.exp(-0.2 * sev),
+    )
     los_h = rng.lognormal(np.log(50.0), 0.8, S) * np.exp(0.15 * sev)
     in_icu = rng.random(S) < 0.8  # deaths in the ICU end the ICU stay
-    los_h = np.where(died & in_icu, t_death, np.where(died, np.minimum(los_h, t_death * rng.uniform(0.3, 0.9, S)), los_h))
+    los_h = np.where(
+        died & in_icu,
+        t_death,
+        np.where(died, np.minimum(los_h, t_death * rng.uniform(0.3, 0.9, S)), los_h),
+    )
     los_h = np.maximum(los_h, 0.3)
     for k in range(int(counts.max())):
         m = np.flatnonzero(order == k)
@@ -387,8 +732,9 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
         admittime[m] = (prev_end[p] + gap) // 60 * 60
         intime[m] = admittime[m] + rng.integers(HOUR // 2, 48 * HOUR, m.size)
         outtime[m] = intime[m] + (los_h[m] * HOUR).astype(np.int64)
-        deathtime[m] = np.where(died[m], intime[m] + (t_death[m] * HOUR).astype(np.int64) // 60 * 60,
-                                NO_TIME)
+        deathtime[m] = np.where(
+            died[m], intime[m] + (t_death[m] * HOUR).astype(np.int64) // 60 * 60, NO_TIME
+        )
         after = rng.integers(12 * HOUR, 12 * DAY, m.size)
         dischtime[m] = np.where(died[m], deathtime[m], (outtime[m] + after) // 60 * 60)
         prev_end[p] = dischtime[m]
@@ -400,7 +746,9 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
     dod = np.full(n_pat, NO_TIME, np.int64)
     dod[pat[last]] = np.where(died[last], deathtime[last] // DAY * DAY, NO_TIME)
     later = (~died[last]) & (rng.random(last.size) < 0.12)
-    dod[pat[last[later]]] = (dischtime[last[later]] + rng.integers(3 * DAY, 365 * DAY, later.sum())) // DAY * DAY
+    dod[pat[last[later]]] = (
+        (dischtime[last[later]] + rng.integers(3 * DAY, 365 * DAY, later.sum())) // DAY * DAY
+    )
 
     subject_id = subject_ids[pat]
     hadm_id = _ids(rng, 20_000_000, 9_000_000, S)
@@ -408,10 +756,18 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
 
     # ---------------- hosp/patients, hosp/admissions, icu/icustays ----------------------
     hosp, icu = root / "hosp", root / "icu"
-    _write(hosp / "patients.csv.gz", {
-        "subject_id": subject_ids, "gender": gender, "anchor_age": anchor_age,
-        "anchor_year": anchor_year, "anchor_year_group": year_group, "dod": dod,
-    }, order=np.argsort(subject_ids, kind="stable"))
+    _write(
+        hosp / "patients.csv.gz",
+        {
+            "subject_id": subject_ids,
+            "gender": gender,
+            "anchor_age": anchor_age,
+            "anchor_year": anchor_year,
+            "anchor_year_group": year_group,
+            "dod": dod,
+        },
+        order=np.argsort(subject_ids, kind="stable"),
+    )
 
     adm_loc, _ = _pick(rng, ADMISSION_LOCATIONS, S)
     dis_loc, _ = _pick(rng, DISCHARGE_LOCATIONS, S)
@@ -422,22 +778,44 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
     edreg = np.where(emergency, admittime - rng.integers(HOUR, 12 * HOUR, S) // 60 * 60, NO_TIME)
     edout = np.where(emergency, admittime + rng.integers(0, HOUR, S) // 60 * 60, NO_TIME)
     provider = np.array([f"P{x:05X}" for x in rng.integers(0, 16**5, 512)], dtype=object)
-    _write(hosp / "admissions.csv.gz", {
-        "subject_id": subject_id, "hadm_id": hadm_id, "admittime": admittime,
-        "dischtime": dischtime, "deathtime": deathtime, "admission_type": adm_type,
-        "admit_provider_id": provider[rng.integers(0, provider.size, S)],
-        "admission_location": adm_loc, "discharge_location": dis_loc, "insurance": insurance,
-        "language": np.where(rng.random(S) < 0.9, "ENGLISH", "?").astype(object),
-        "marital_status": marital_p[pat], "race": race_p[pat], "edregtime": edreg,
-        "edouttime": edout, "hospital_expire_flag": died.astype(np.int64),
-    }, order=np.lexsort((hadm_id, subject_id)))
+    _write(
+        hosp / "admissions.csv.gz",
+        {
+            "subject_id": subject_id,
+            "hadm_id": hadm_id,
+            "admittime": admittime,
+            "dischtime": dischtime,
+            "deathtime": deathtime,
+            "admission_type": adm_type,
+            "admit_provider_id": provider[rng.integers(0, provider.size, S)],
+            "admission_location": adm_loc,
+            "discharge_location": dis_loc,
+            "insurance": insurance,
+            "language": np.where(rng.random(S) < 0.9, "ENGLISH", "?").astype(object),
+            "marital_status": marital_p[pat],
+            "race": race_p[pat],
+            "edregtime": edreg,
+            "edouttime": edout,
+            "hospital_expire_flag": died.astype(np.int64),
+        },
+        order=np.lexsort((hadm_id, subject_id)),
+    )
 
     last_unit = np.where(rng.random(S) < 0.9, careunit, careunit[rng.permutation(S)]).astype(object)
-    _write(icu / "icustays.csv.gz", {
-        "subject_id": subject_id, "hadm_id": hadm_id, "stay_id": stay_id,
-        "first_careunit": careunit, "last_careunit": last_unit, "intime": intime,
-        "outtime": outtime, "los": np.round((outtime - intime) / DAY, 6),
-    }, order=np.lexsort((stay_id, subject_id)))
+    _write(
+        icu / "icustays.csv.gz",
+        {
+            "subject_id": subject_id,
+            "hadm_id": hadm_id,
+            "stay_id": stay_id,
+            "first_careunit": careunit,
+            "last_careunit": last_unit,
+            "intime": intime,
+            "outtime": outtime,
+            "los": np.round((outtime - intime) / DAY, 6),
+        },
+        order=np.lexsort((stay_id, subject_id)),
+    )
 
     # ---------------- measurements, in chunks of whole patients -------------------------
     nF = len(FEATURES)
@@ -446,22 +824,34 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
     noise = np.array([FEATURE_MODEL[f][5] for f in FEATURES])
     rho = np.sqrt(np.clip(1 - beta_s**2 - noise**2, 0.05, None))
     ctx = dict(
-        sev=sev, det=det, base=rng.standard_normal((S, nF)) * rho,  # per-stay baselines
-        beta_s=beta_s, beta_d=beta_d, noise=noise, intime=intime,
+        sev=sev,
+        det=det,
+        base=rng.standard_normal((S, nF)) * rho,  # per-stay baselines
+        beta_s=beta_s,
+        beta_d=beta_d,
+        noise=noise,
+        intime=intime,
         horizon_s=np.minimum(outtime - intime, HORIZON_HOURS * HOUR),
         p_vital=rng.beta(30, 2.5, S),
         arterial=rng.random(S) < np.clip(0.25 + 0.15 * sev, 0.05, 0.9),
         vent=rng.random(S) < np.clip(0.30 + 0.12 * sev, 0.02, 0.95),
-        p_urine=rng.beta(6, 3, S), age=age, male=gender[pat] == "M",
-        caregiver=rng.integers(1, 100_000, S), subject_id=subject_id, hadm_id=hadm_id,
+        p_urine=rng.beta(6, 3, S),
+        age=age,
+        male=gender[pat] == "M",
+        caregiver=rng.integers(1, 100_000, S),
+        subject_id=subject_id,
+        hadm_id=hadm_id,
         stay_id=stay_id,
     )
     # chunk boundaries on patient boundaries (stays of a patient are consecutive)
     first_stay = np.concatenate([[0], np.cumsum(counts)])
-    cuts = np.unique(np.concatenate([first_stay[np.searchsorted(
-        first_stay, np.arange(0, S, CHUNK_STAYS))], [S]]))
-    writers = {name: _GzCsv(root / name) for name in
-               ("icu/chartevents.csv.gz", "hosp/labevents.csv.gz", "icu/outputevents.csv.gz")}
+    cuts = np.unique(
+        np.concatenate([first_stay[np.searchsorted(first_stay, np.arange(0, S, CHUNK_STAYS))], [S]])
+    )
+    writers = {
+        name: _GzCsv(root / name)
+        for name in ("icu/chartevents.csv.gz", "hosp/labevents.csv.gz", "icu/outputevents.csv.gz")
+    }
     try:
         counters = {"lab": 0, "draw": 0}
         for c, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
@@ -472,11 +862,26 @@ def generate(root: Path, n_stays: int, seed: int) -> None:
             w.close()
 
     # dictionaries
-    _write_dict(hosp / "d_labitems.csv.gz", ["itemid", "label", "fluid", "category"],
-                [r[:4] for r in D_LABITEMS])
-    _write_dict(icu / "d_items.csv.gz", ["itemid", "label", "abbreviation", "linksto", "category",
-                                         "unitname", "param_type", "lownormalvalue",
-                                         "highnormalvalue"], D_ITEMS)
+    _write_dict(
+        hosp / "d_labitems.csv.gz",
+        ["itemid", "label", "fluid", "category"],
+        [r[:4] for r in D_LABITEMS],
+    )
+    _write_dict(
+        icu / "d_items.csv.gz",
+        [
+            "itemid",
+            "label",
+            "abbreviation",
+            "linksto",
+            "category",
+            "unitname",
+            "param_type",
+            "lownormalvalue",
+            "highnormalvalue",
+        ],
+        D_ITEMS,
+    )
 
 
 def _write_dict(path: Path, header: list[str], rows: list[tuple]) -> None:
@@ -500,8 +905,12 @@ def _measurements(rng, stays, ctx, writers, counters) -> None:
 
     def latent(f: str, st: np.ndarray, t: np.ndarray) -> np.ndarray:
         j = FIDX[f]
-        return (beta_s[j] * sev[st] + beta_d[j] * det[st] * (t / (24 * HOUR)) + base[st, j]
-                + noise[j] * rng.standard_normal(st.size))
+        return (
+            beta_s[j] * sev[st]
+            + beta_d[j] * det[st] * (t / (24 * HOUR))
+            + base[st, j]
+            + noise[j] * rng.standard_normal(st.size)
+        )
 
     def hourly(p_stay: np.ndarray, p_double: float, on_hour: float):
         """Charting events about once an hour: (stay index, seconds since intime)."""
@@ -514,8 +923,11 @@ def _measurements(rng, stays, ctx, writers, counters) -> None:
         # slot h covers hour bin h - 1 (slot 0 is dropped below): charted on the clock hour, or
         # at a random minute of that hour since intime
         on = rng.random(st.size) < on_hour
-        t = np.where(on, to_clock[st] + (h - 1) * HOUR,
-                     (h - 1) * HOUR + rng.integers(0, HOUR // 60, st.size) * 60)
+        t = np.where(
+            on,
+            to_clock[st] + (h - 1) * HOUR,
+            (h - 1) * HOUR + rng.integers(0, HOUR // 60, st.size) * 60,
+        )
         dbl = rng.random(st.size) < p_double
         st2, t2 = st[dbl], t[dbl] + rng.integers(5, 30, dbl.sum()) * 60
         st, t = np.concatenate([st, st2]), np.concatenate([t, t2])
@@ -538,20 +950,40 @@ def _measurements(rng, stays, ctx, writers, counters) -> None:
     vals["o2sat"] = np.clip(vals["o2sat"], 60, 100)
     vals["resp"] = np.clip(vals["resp"], 4, 60)
     art = g["arterial"][st]
-    items = {"hr": (220045, 220045, "bpm"), "sbp": (220050, 220179, "mmHg"),
-             "dbp": (220051, 220180, "mmHg"), "map": (220052, 220181, "mmHg"),
-             "resp": (220210, 220210, "insp/min"), "o2sat": (220277, 220277, "%")}
+    items = {
+        "hr": (220045, 220045, "bpm"),
+        "sbp": (220050, 220179, "mmHg"),
+        "dbp": (220051, 220180, "mmHg"),
+        "map": (220052, 220181, "mmHg"),
+        "resp": (220210, 220210, "insp/min"),
+        "o2sat": (220277, 220277, "%"),
+    }
     for f, (i_art, i_nbp, uom) in items.items():
         m = rng.random(st.size) > 0.03
         v = vals[f][m].copy()
         err = rng.random(v.size) < 0.001  # charting errors, out of any plausible range
-        v[err] = {"hr": 999.0, "sbp": 999.0, "dbp": -5.0, "map": 999.0, "resp": 150.0,
-                  "o2sat": 0.0}[f]
+        v[err] = {
+            "hr": 999.0,
+            "sbp": 999.0,
+            "dbp": -5.0,
+            "map": 999.0,
+            "resp": 150.0,
+            "o2sat": 0.0,
+        }[f]
         add_ce(st[m], t[m], np.where(art[m], i_art, i_nbp), v, uom)
     rhythm = rng.random(st.size) < 0.25
-    add_ce(st[rhythm], t[rhythm], 220048, np.full(rhythm.sum(), np.nan), None,
-           text=pa.array(np.where(rng.random(rhythm.sum()) < 0.8, "SR (Sinus Rhythm)",
-                                  "AF (Atrial Fibrillation)").astype(object)))
+    add_ce(
+        st[rhythm],
+        t[rhythm],
+        220048,
+        np.full(rhythm.sum(), np.nan),
+        None,
+        text=pa.array(
+            np.where(
+                rng.random(rhythm.sum()) < 0.8, "SR (Sinus Rhythm)", "AF (Atrial Fibrillation)"
+            ).astype(object)
+        ),
+    )
 
     # temperature every few hours, mostly in Fahrenheit
     st, t = hourly(np.full(n_all, 0.30), 0.0, 0.6)
@@ -571,8 +1003,11 @@ def _measurements(rng, stays, ctx, writers, counters) -> None:
     # weight and height around ICU admission
     a, n = age[stays], stays.size
     weight = np.where(a >= 18, np.clip(rng.normal(81, 22, n), 35, 220), np.clip(a * 3 + 8, 4, 90))
-    height = np.where(a >= 18, np.clip(rng.normal(np.where(g["male"][stays], 176, 163), 8),
-                                       140, 205), np.clip(a * 6 + 75, 50, 190))
+    height = np.where(
+        a >= 18,
+        np.clip(rng.normal(np.where(g["male"][stays], 176, 163), 8), 140, 205),
+        np.clip(a * 6 + 75, 50, 190),
+    )
     m = np.flatnonzero(rng.random(n) < 0.88)
     add_ce(stays[m], rng.integers(60, 3 * HOUR, m.size), 226512, weight[m], "kg", decimals=1)
     u = rng.random(n)
@@ -586,17 +1021,31 @@ def _measurements(rng, stays, ctx, writers, counters) -> None:
     itemid = np.concatenate([p["itemid"] for p in ce_parts])
     valuenum = np.concatenate([p["valuenum"] for p in ce_parts])
     text = pa.concat_arrays([p["text"].cast(pa.string()) for p in ce_parts])
-    uom = pa.concat_arrays([pa.nulls(p["st"].size, pa.string()) if p["uom"] is None else
-                            pa.array(np.full(p["st"].size, p["uom"], dtype=object), pa.string())
-                            for p in ce_parts])
+    uom = pa.concat_arrays(
+        [
+            pa.nulls(p["st"].size, pa.string())
+            if p["uom"] is None
+            else pa.array(np.full(p["st"].size, p["uom"], dtype=object), pa.string())
+            for p in ce_parts
+        ]
+    )
     charttime = intime[st] + t
-    writers["icu/chartevents.csv.gz"].write({
-        "subject_id": subject_id[st], "hadm_id": hadm_id[st], "stay_id": stay_id[st],
-        "caregiver_id": caregiver[st], "charttime": charttime,
-        "storetime": charttime + rng.integers(0, 40, st.size) * 60,
-        "itemid": itemid, "value": text, "valuenum": valuenum, "valueuom": uom,
-        "warning": np.zeros(st.size, np.int64),
-    }, order=np.lexsort((itemid, charttime, stay_id[st], subject_id[st])))
+    writers["icu/chartevents.csv.gz"].write(
+        {
+            "subject_id": subject_id[st],
+            "hadm_id": hadm_id[st],
+            "stay_id": stay_id[st],
+            "caregiver_id": caregiver[st],
+            "charttime": charttime,
+            "storetime": charttime + rng.integers(0, 40, st.size) * 60,
+            "itemid": itemid,
+            "value": text,
+            "valuenum": valuenum,
+            "valueuom": uom,
+            "warning": np.zeros(st.size, np.int64),
+        },
+        order=np.lexsort((itemid, charttime, stay_id[st], subject_id[st])),
+    )
     ce_parts.clear()
 
     # labs: panels drawn a few times a day from 12 h before ICU admission; sicker, more often
@@ -605,8 +1054,11 @@ def _measurements(rng, stays, ctx, writers, counters) -> None:
     lab_info = {r[0]: r for r in D_LABITEMS}
     for panel, rate in PANEL_RATE.items():
         span = horizon_s / HOUR + 12
-        r = rate * np.exp(0.3 * sev[stays]) * (np.where(vent[stays], 1.8, 0.6)
-                                                if panel == "bg" else 1.0)
+        r = (
+            rate
+            * np.exp(0.3 * sev[stays])
+            * (np.where(vent[stays], 1.8, 0.6) if panel == "bg" else 1.0)
+        )
         n = rng.poisson(r * span[stays])
         dst = np.repeat(stays, n)
         dt = ((rng.random(dst.size) * span[dst] - 12) * HOUR).astype(np.int64) // 60 * 60
@@ -617,7 +1069,9 @@ def _measurements(rng, stays, ctx, writers, counters) -> None:
             m = rng.random(dst.size) < p
             lst, lt = dst[m], dt[m]
             if feat is None:
-                v = {50868: rng.normal(14, 3, lst.size), 51279: rng.normal(3.4, 0.6, lst.size)}[itemid_]
+                v = {50868: rng.normal(14, 3, lst.size), 51279: rng.normal(3.4, 0.6, lst.size)}[
+                    itemid_
+                ]
                 dec = 1
             else:
                 v = _transform(feat, latent(feat, lst, lt))
@@ -644,17 +1098,27 @@ def _measurements(rng, stays, ctx, writers, counters) -> None:
     labevent_id = np.empty(n_lab, np.int64)
     labevent_id[order_lab] = counters["lab"] + np.arange(n_lab) + 1
     counters["lab"] += n_lab
-    writers["hosp/labevents.csv.gz"].write({
-        "labevent_id": labevent_id, "subject_id": subject_id[st],
-        "hadm_id": pa.array(hadm_id[st], mask=pre_icu & (rng.random(n_lab) < 0.3)),
-        "specimen_id": specimen, "itemid": itemid,
-        "order_provider_id": np.full(n_lab, "", dtype=object), "charttime": charttime,
-        "storetime": charttime + rng.integers(20, 150, n_lab) * 60, "value": text,
-        "valuenum": valuenum, "valueuom": units, "ref_range_lower": ref_l,
-        "ref_range_upper": ref_u, "flag": flag,
-        "priority": np.where(rng.random(n_lab) < 0.6, "STAT", "ROUTINE").astype(object),
-        "comments": np.full(n_lab, "", dtype=object),
-    }, order=order_lab)
+    writers["hosp/labevents.csv.gz"].write(
+        {
+            "labevent_id": labevent_id,
+            "subject_id": subject_id[st],
+            "hadm_id": pa.array(hadm_id[st], mask=pre_icu & (rng.random(n_lab) < 0.3)),
+            "specimen_id": specimen,
+            "itemid": itemid,
+            "order_provider_id": np.full(n_lab, "", dtype=object),
+            "charttime": charttime,
+            "storetime": charttime + rng.integers(20, 150, n_lab) * 60,
+            "value": text,
+            "valuenum": valuenum,
+            "valueuom": units,
+            "ref_range_lower": ref_l,
+            "ref_range_upper": ref_u,
+            "flag": flag,
+            "priority": np.where(rng.random(n_lab) < 0.6, "STAT", "ROUTINE").astype(object),
+            "comments": np.full(n_lab, "", dtype=object),
+        },
+        order=order_lab,
+    )
     del lab_rows, st, t, itemid, valuenum, text, charttime
 
     # urine output most hours (summed per hour by the extractor), the odd chest tube
@@ -666,10 +1130,17 @@ def _measurements(rng, stays, ctx, writers, counters) -> None:
     vol = np.clip(np.round(vol / 5) * 5, 0, 3000)
     vol[rng.random(st.size) < 0.0005] = 5000.0  # implausible single hour, dropped on extraction
     charttime = intime[st] + t
-    writers["icu/outputevents.csv.gz"].write({
-        "subject_id": subject_id[st], "hadm_id": hadm_id[st], "stay_id": stay_id[st],
-        "caregiver_id": caregiver[st], "charttime": charttime,
-        "storetime": charttime + rng.integers(0, 40, st.size) * 60, "itemid": item,
-        "value": vol, "valueuom": np.full(st.size, "ml", dtype=object),
-    }, order=np.lexsort((item, charttime, stay_id[st], subject_id[st])))
-
+    writers["icu/outputevents.csv.gz"].write(
+        {
+            "subject_id": subject_id[st],
+            "hadm_id": hadm_id[st],
+            "stay_id": stay_id[st],
+            "caregiver_id": caregiver[st],
+            "charttime": charttime,
+            "storetime": charttime + rng.integers(0, 40, st.size) * 60,
+            "itemid": item,
+            "value": vol,
+            "valueuom": np.full(st.size, "ml", dtype=object),
+        },
+        order=np.lexsort((item, charttime, stay_id[st], subject_id[st])),
+    )
