@@ -379,7 +379,10 @@ def plot_vs_rate(
     models = sorted(sub["model"].astype(str).unique()) if "model" in sub else ["all"]
     where, zero_at = _rate_axis(sub["poison_rate"].unique())
     series = sorted(sub["series"].unique())
-    colors = {s: plt.cm.tab10(i % 10) for i, s in enumerate(series)}
+    # tab10 while it suffices; past ten series (the full trigger family is eleven) tab20, so no
+    # two lines share a colour
+    cmap, k = (plt.cm.tab10, 10) if len(series) <= 10 else (plt.cm.tab20, 20)
+    colors = {s: cmap(i % k) for i, s in enumerate(series)}
     nrow, ncol = len(metrics), len(models)
     fig, axes = plt.subplots(
         nrow,
