@@ -14,9 +14,6 @@ Contract (see DESIGN.md):
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -137,10 +134,9 @@ class Cohort:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        from src.data.atomic import atomic_dir
+
+        with atomic_dir(path) as tmp:
             n, t, f = self.series.shape
             cols = {"stay_id": np.repeat(self.stay_id, t), "hour": np.tile(np.arange(t), n)}
             flat = self.series.reshape(n * t, f)
@@ -161,13 +157,6 @@ class Cohort:
                 "static_cat_vocab": self.static_cat_vocab,
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            if path.exists():  # someone else finished first: theirs is equally valid
-                shutil.rmtree(tmp)
-                return
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, path: str | Path) -> Cohort:

@@ -21,12 +21,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from src.data.atomic import atomic_dir
 from src.data.cohort import Cohort
 
 log = logging.getLogger("src.data")
@@ -121,22 +121,10 @@ def synthetic_tables(n_stays: int, seed: int, cache_dir: str | Path) -> Path:
     if path.is_dir():
         log.info("synthetic MIMIC-IV tables found in %s", path)
         return path
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=base))
     t0 = time.perf_counter()
     log.info("generating synthetic MIMIC-IV: %d ICU stays, seed %d", n_stays, seed)
-    try:
+    with atomic_dir(path) as tmp:
         generate(tmp, n_stays=n_stays, seed=seed)
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
-        try:
-            os.replace(tmp, path)
-        except OSError:  # another process finished first; its tables are identical
-            if not path.is_dir():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("generated synthetic MIMIC-IV in %.1f s into %s", time.perf_counter() - t0, path)
     return path
 

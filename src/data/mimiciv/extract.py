@@ -30,15 +30,14 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from src.data.atomic import atomic_dir
 from src.data.cohort import Cohort, encode_categories
 from src.data.mimiciv.schema import (
     CONCEPT_BY_NAME,
@@ -364,10 +363,8 @@ def events_cache(
     if path.is_dir():
         log.info("events cache hit: %s", path)
         return {t: f"read_parquet({_sql_str(str(f))})" for t, f in files.items()}
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=base))
     t0 = time.perf_counter()
-    try:
+    with atomic_dir(path) as tmp:
         # every ICU stay (before any criterion, so the cache serves every cohort definition)
         con.execute(f"""CREATE OR REPLACE TABLE icu_all AS
             SELECT stay_id, subject_id, intime FROM {sql["icustays"]} WHERE intime IS NOT NULL""")
@@ -410,16 +407,6 @@ def events_cache(
             f"COPY ({stays_sql(sql)}) TO {_sql_str(str(tmp / 'stays.parquet'))} (FORMAT parquet)"
         )
         (tmp / "meta.json").write_text(json.dumps({**ident, "stats": stats}, indent=1))
-        tmp.chmod(0o755)
-        try:
-            os.replace(tmp, path)
-        except OSError:  # another process finished first; its files are equivalent
-            if not path.is_dir():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("events cache written in %.1f s", time.perf_counter() - t0)
     return {t: f"read_parquet({_sql_str(str(f))})" for t, f in files.items()}
 

@@ -1,0 +1,25 @@
+import pytest
+
+from src.data.atomic import atomic_dir
+
+
+def test_published_whole_and_a_failed_fill_leaves_nothing(tmp_path):
+    target = tmp_path / "entry"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "half.txt").write_text("x")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert (target / "a.txt").read_text() == "first"
+
+
+def test_the_first_publisher_wins_a_race_and_the_loser_cleans_up(tmp_path):
+    target = tmp_path / "entry"
+    with atomic_dir(target) as slow:
+        (slow / "a.txt").write_text("slow")
+        with atomic_dir(target) as fast:  # finishes while the other is still filling
+            (fast / "a.txt").write_text("fast")
+    assert (target / "a.txt").read_text() == "fast"
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]
