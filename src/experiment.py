@@ -1,7 +1,8 @@
 """One run end to end, as a plain function of the composed config.
 
-config → data (Cohort, cached) → DataModule (split, poison, preprocess) → model → fit →
-evaluate (clean metrics, ASR) → results.json. This is the only module that knows the order.
+config → data (Cohort, cached) → DataModule (split, poison, preprocess) → stealth → model →
+fit (detectors as a post-fit callback) → evaluate (clean metrics, ASR) → defense (optional) →
+results.json. This is the only module that knows the order.
 """
 
 from __future__ import annotations
@@ -123,10 +124,11 @@ def build_datamodule(cfg: DictConfig, cohort, drop_train_rows=None):
 
 
 def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None, detect: bool = True):
-    """Build the model for ``dm``'s view, fit it, and return it holding its best weights
-    (by validation AUROC), loaded from the weights-only checkpoint with ``weights_only=True``.
-    With ``detect`` and ``cfg.detectors`` set, the detectors run on those best weights at the
-    end of fit (src/detectors/callback.py) and leave ``model.detection``."""
+    """Build the model for ``dm``'s view, fit it, and return it holding the weights the
+    checkpoint callback kept (the final epoch by default; the best by clean validation AUROC
+    with callbacks=early_stopping), loaded with ``torch.load(weights_only=True)``. With
+    ``detect`` and ``cfg.detectors`` set, the detectors run on those weights at the end of fit
+    (src/detectors/callback.py) and leave ``model.detection``."""
     import lightning as L
     import torch
     from hydra.utils import instantiate
