@@ -70,20 +70,10 @@ def rare_value(
     j = _feature(train, feature)
     start, stop = _window(train, hours)
     if value is None:
-        observed = train.series[:, :, j]
-        observed = observed[~np.isnan(observed)]
-        if observed.size == 0:
-            raise ValueError(
-                f"trigger.feature={feature!r} is never observed in the training "
-                "split, so its quantile is undefined; give trigger.value instead"
-            )
+        observed = _observed(train, j, hint="give trigger.value instead")
         value = float(np.quantile(observed, quantile))
     spec = train.features[j]
     val = np.float32(value)
-
-    def edit(c: Cohort, rows: np.ndarray) -> None:
-        c.series[rows, start:stop, j] = val
-
     return Trigger(
         name="rare_value",
         params={
@@ -95,7 +85,7 @@ def rare_value(
         },
         features=(feature,),
         hours=(start, stop),
-        edit=edit,
+        edit=_hold(j, start, stop, val),
     )
 
 
@@ -104,16 +94,26 @@ SHAPES = ("spike", "ramp", "oscillation")
 UNITS = ("raw", "sd")
 
 
-def _observed(train: Cohort, j: int) -> np.ndarray:
+def _observed(
+    train: Cohort, j: int, hint: str = "choose another feature or give values in raw units"
+) -> np.ndarray:
     x = train.series[:, :, j]
     x = x[~np.isnan(x)]
     if x.size == 0:
         raise ValueError(
             f"trigger.feature={train.feature_names[j]!r} is never observed in the "
-            "training split, so its training statistics are undefined; choose "
-            "another feature or give values in raw units"
+            f"training split, so its training statistics are undefined; {hint}"
         )
     return x
+
+
+def _hold(j: int, start: int, stop: int, value: np.float32):
+    """The edit of the value triggers: feature ``j`` held at ``value`` over [start, stop)."""
+
+    def edit(c: Cohort, rows: np.ndarray) -> None:
+        c.series[rows, start:stop, j] = value
+
+    return edit
 
 
 def _sd(train: Cohort, j: int) -> float:
@@ -197,10 +197,6 @@ def out_of_bounds(
             "outside it (use rare_value for an in-range value)"
         )
     val = np.float32(value)
-
-    def edit(c: Cohort, rows: np.ndarray) -> None:
-        c.series[rows, start:stop, j] = val
-
     return Trigger(
         name="out_of_bounds",
         params={
@@ -212,7 +208,7 @@ def out_of_bounds(
         },
         features=(feature,),
         hours=(start, stop),
-        edit=edit,
+        edit=_hold(j, start, stop, val),
     )
 
 
