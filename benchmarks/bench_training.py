@@ -56,13 +56,10 @@ def count_forward_flops(model: torch.nn.Module, x: torch.Tensor, cat: torch.Tens
 
 
 def build(cfg, dm):
-    from hydra.utils import instantiate
+    from src.experiment import build_model
 
-    from src.models.module import BackdoorClassifier
-
-    torch.manual_seed(0)
-    enc = instantiate(cfg.model.encoder, **dm.encoder_dims)
-    return BackdoorClassifier(enc, instantiate(cfg.model.optimizer))
+    torch.manual_seed(0)  # the same initial weights for every way
+    return build_model(cfg, dm)
 
 
 def run_lightning(cfg, dm, epochs: int) -> float:
@@ -86,11 +83,11 @@ def run_lightning(cfg, dm, epochs: int) -> float:
     return time.perf_counter() - t0
 
 
-def run_hand(cfg, dm, epochs: int) -> float:
+def _plain_loop(cfg, dm, batches, epochs: int) -> float:
+    """A minimal PyTorch training loop over ``batches``: the reference the other ways face."""
     model = build(cfg, dm)
     opt = model.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt
-    batches = dm.loader("train", shuffle=True)
     model.train()
     t0 = time.perf_counter()
     for _ in range(epochs):
@@ -100,6 +97,10 @@ def run_hand(cfg, dm, epochs: int) -> float:
             loss.backward()
             opt.step()
     return time.perf_counter() - t0
+
+
+def run_hand(cfg, dm, epochs: int) -> float:
+    return _plain_loop(cfg, dm, dm.loader("train", shuffle=True), epochs)
 
 
 class RowDataset(torch.utils.data.Dataset):
@@ -114,21 +115,10 @@ class RowDataset(torch.utils.data.Dataset):
 
 
 def run_dataloader(cfg, dm, epochs: int) -> float:
-    model = build(cfg, dm)
-    opt = model.configure_optimizers()
-    opt = opt["optimizer"] if isinstance(opt, dict) else opt
     loader = torch.utils.data.DataLoader(
         RowDataset(dm.data["train"]), batch_size=dm.batch_size, shuffle=True
     )
-    model.train()
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        for x, cat, y in loader:
-            loss = F.binary_cross_entropy_with_logits(model(x, cat), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return time.perf_counter() - t0
+    return _plain_loop(cfg, dm, loader, epochs)
 
 
 def main() -> None:
@@ -141,11 +131,10 @@ def main() -> None:
 
     from hydra import compose, initialize_config_dir
 
-    from src.data.datamodule import PoisonedDataModule
     from src.data.sources import load_cohort
+    from src.experiment import build_datamodule
     from src.run import conf_dir
 
-    torch.set_num_threads(torch.get_num_threads())
     ceiling = matmul_ceiling()
     print(
         f"matmul ceiling (float32, 2048^3): {ceiling / 1e9:.1f} GFLOP/s, "
@@ -159,15 +148,7 @@ def main() -> None:
         with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
             cfg = compose("run", overrides=[f"model={name}", "poison_rate=0.1", *args.overrides])
         cohort = load_cohort(cfg.data, Path(cfg.paths.cache_dir))
-        dm = PoisonedDataModule(
-            cohort,
-            dict(cfg.trigger),
-            view=cfg.model.view,
-            poison_rate=cfg.poison_rate,
-            target_label=cfg.target_label,
-            batch_size=cfg.data.batch_size,
-        )
-        dm.setup()
+        dm = build_datamodule(cfg, cohort)
         ways = {"lightning": run_lightning, "hand": run_hand, "dataloader": run_dataloader}
         for fn in ways.values():  # warm-up (allocator, kernels), discarded
             fn(cfg, dm, 1)

@@ -123,6 +123,20 @@ def build_datamodule(cfg: DictConfig, cohort, drop_train_rows=None):
     return dm
 
 
+def build_model(cfg: DictConfig, dm):
+    """The BackdoorClassifier of ``cfg.model`` sized for ``dm``'s view (weights as seeded)."""
+    from hydra.utils import instantiate
+
+    from src.models.module import BackdoorClassifier
+
+    encoder = instantiate(cfg.model.encoder, **dm.encoder_dims)
+    return BackdoorClassifier(
+        encoder,
+        instantiate(cfg.model.optimizer),
+        instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
+    )
+
+
 def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None, detect: bool = True):
     """Build the model for ``dm``'s view, fit it, and return it holding the weights the
     checkpoint callback kept (the final epoch by default; the best by clean validation AUROC
@@ -133,15 +147,8 @@ def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None, dete
     import torch
     from hydra.utils import instantiate
 
-    from src.models.module import BackdoorClassifier
-
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # same init with or without defense
-    encoder = instantiate(cfg.model.encoder, **dm.encoder_dims)
-    model = BackdoorClassifier(
-        encoder,
-        instantiate(cfg.model.optimizer),
-        instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
-    )
+    model = build_model(cfg, dm)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     if ckpt_dir is not None:
         for c in callbacks:
