@@ -158,6 +158,19 @@ def _add(
     c.series[rows, start:stop, j] = (window + delta).astype(np.float32)
 
 
+def _shift_edit(
+    train: Cohort, j: int, start: int, stop: int, delta: np.ndarray, fill_missing: bool
+):
+    """The edit of the additive triggers: ``delta`` added over [start, stop) by ``_add``, with
+    the training median as the fill for hours with no earlier measurement in the stay."""
+    median = float(np.median(_observed(train, j)))
+
+    def edit(c: Cohort, rows: np.ndarray) -> None:
+        _add(c, rows, j, start, stop, delta, fill_missing, median)
+
+    return edit
+
+
 def _plain_list(x) -> list:
     return [x] if isinstance(x, str) else list(x)
 
@@ -327,11 +340,6 @@ def temporal(
     else:
         delta = amp * np.sin(2 * np.pi * t / period)
     delta = delta.astype(np.float32)
-    median = float(np.median(_observed(train, j)))
-
-    def edit(c: Cohort, rows: np.ndarray) -> None:
-        _add(c, rows, j, start, stop, delta, fill_missing, median)
-
     return Trigger(
         name="temporal",
         params={
@@ -348,7 +356,7 @@ def temporal(
         },
         features=(feature,),
         hours=(start, stop),
-        edit=edit,
+        edit=_shift_edit(train, j, start, stop, delta, fill_missing),
     )
 
 
@@ -572,11 +580,6 @@ def distribution_shift(
     start, stop = _window(train, hours)
     shift = float(k) * _sd(train, j)
     delta = np.full(stop - start, shift, np.float32)
-    median = float(np.median(_observed(train, j)))
-
-    def edit(c: Cohort, rows: np.ndarray) -> None:
-        _add(c, rows, j, start, stop, delta, fill_missing, median)
-
     return Trigger(
         name="distribution_shift",
         params={
@@ -589,7 +592,7 @@ def distribution_shift(
         },
         features=(feature,),
         hours=(start, stop),
-        edit=edit,
+        edit=_shift_edit(train, j, start, stop, delta, fill_missing),
     )
 
 
