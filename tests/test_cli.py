@@ -1,34 +1,17 @@
 """The real command line, as a user runs it (subprocess), on a tiny synthetic cohort."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.cli import ROOT, src_run
 
 
 def run_cli(*args, cache: Path, out: Path, timeout=300) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "src.run",
-        *args,
-        f"paths.cache_dir={cache}",
-        f"hydra.run.dir={out}",
-        "trainer.enable_progress_bar=false",
-    ]
-    return subprocess.run(
-        cmd,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
-    )
+    return src_run(*args, f"hydra.run.dir={out}", cache=cache, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ src/sweep.py (job count, progress, threads per job, unique sweep folders)."""
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,29 +16,11 @@ from omegaconf import OmegaConf
 
 from src import sweep as sw
 from src.run import conf_dir
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.cli import ROOT, src_run
 
 
 def run_sweep(*args, cache: Path, sweep_dir: Path, timeout=600) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "src.run",
-        "-m",
-        *args,
-        f"paths.cache_dir={cache}",
-        f"hydra.sweep.dir={sweep_dir}",
-        "trainer.enable_progress_bar=false",
-    ]
-    return subprocess.run(
-        cmd,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
-    )
+    return src_run("-m", *args, f"hydra.sweep.dir={sweep_dir}", cache=cache, timeout=timeout)
 
 
 def statuses(sweep_dir: Path) -> dict[str, str]:
