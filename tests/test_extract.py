@@ -340,7 +340,7 @@ def test_events_cache_gives_the_same_cohort_and_is_reused(db, tmp_path, caplog, 
     np.testing.assert_array_equal(cached.static_num, direct.static_num)
     assert len(list((tmp_path / "c" / "events").iterdir())) == 1
     # a second extraction with another window and feature set reads only the parquet cache
-    monkeypatch.setattr(ex, "_filtered_sql", lambda *a: pytest.fail("read the csv again"))
+    monkeypatch.setattr(ex, "events_sql", lambda *a: pytest.fail("read the csv again"))
     monkeypatch.setattr(ex, "stays_sql", lambda *a: pytest.fail("read the csv again"))
     caplog.clear()
     again, _ = extract(db, window_hours=3, features=["hr"], cache_dir=tmp_path / "c")
@@ -360,3 +360,39 @@ def test_wrong_roots_name_the_layouts(tmp_path):
     write_db(tmp_path / "two" / "3.1")
     with pytest.raises(FileNotFoundError, match=r"several MIMIC-IV versions \(2\.2, 3\.1\)"):
         extract_cohort(tmp_path / "two")
+
+
+def test_a_concept_fed_by_two_tables_and_a_second_day(tmp_path):
+    """o2sat comes from chartevents and labevents: one hour bin averages both. A 30 h window
+    reads the events cache's second day; a 6 h window from the same cache does not show it."""
+    extra_ce = pd.DataFrame(
+        _ce(
+            30000001,
+            10000001,
+            20000001,
+            [
+                ("2150-01-01 10:45:00", 220277, 96.0, "%"),  # bin 0, chartevents
+                ("2150-01-02 12:40:00", 220277, 90.0, "%"),  # bin 26: the second day
+            ],
+        ),
+        columns=CE_COLS,
+    )
+    extra_le = LABEVENTS.iloc[:1].assign(itemid=50817, valuenum=92.0, charttime="2150-01-01 10:50:00")
+    root = write_db(
+        tmp_path / "db",
+        tables=dict(
+            TABLES,
+            **{
+                "icu/chartevents": pd.concat([CHARTEVENTS, extra_ce]),
+                "hosp/labevents": pd.concat([LABEVENTS, extra_le]),
+            },
+        ),
+    )
+    for cache in (None, tmp_path / "cache"):
+        long, _ = extract(root, window_hours=30, features=["o2sat"], cache_dir=cache)
+        row = long.stay_id.tolist().index(30000001)
+        seen = {h: float(v) for h, v in enumerate(long.series[row, :, 0]) if v == v}
+        assert seen == {0: 94.0, 26: 90.0}
+        short, _ = extract(root, window_hours=6, features=["o2sat"], cache_dir=cache)
+        row = short.stay_id.tolist().index(30000001)
+        assert np.nansum(short.series[row]) == 94.0
