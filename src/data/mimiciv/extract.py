@@ -471,7 +471,7 @@ def _stat(p: Path) -> list:
 
 
 def dense_from_events(
-    files: dict, stays, concepts: list, window_hours: int, batch_rows: int = 1 << 22
+    files: dict, stays, concepts: list, window_hours: int, batch_rows: int = 1 << 20
 ) -> tuple[np.ndarray, np.ndarray]:
     """Series ``[N, T, F]`` (per hour bin the mean, or the sum for ``agg == "sum"``) and chart
     statics ``[N, len(STATIC_CHART_CONCEPTS)]`` (the earliest value in the window) of ``stays``
@@ -530,8 +530,10 @@ def dense_from_events(
                 first_v[lin[better]] = x[better]
     series, counts = sums.reshape(-1, n_f), counts.reshape(-1, n_f)
     is_mean = np.array([c.agg != "sum" for c in concepts], bool)
-    np.divide(series, counts, out=series, where=(counts > 0) & is_mean)
-    series[counts == 0] = np.nan
+    for a in range(0, len(series), 1 << 20):  # in blocks: the masks would add half the output
+        s, c = series[a : a + (1 << 20)], counts[a : a + (1 << 20)]
+        np.divide(s, c, out=s, where=(c > 0) & is_mean)
+        s[c == 0] = np.nan
     series = series.reshape(n, n_t, n_f)
     log.info(
         "binned %d measurements into stay x hour x feature cells in %.1f s",
