@@ -233,6 +233,52 @@ def report(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(results: list[dict], path: Path) -> None:
+    """Time and peak memory against rows, log-log, one line per reader."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [sum(r["rows"].values()) / 1e6 for r in results]
+    names = {
+        "zcat": "zcat (decompression floor)",
+        "first": "first extraction (.csv.gz)",
+        "cached": "cached, other features (24 h)",
+        "cached48": "cached, 48 h window",
+        "pandas": "chunked pandas",
+    }
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    colors = dict(zip(names, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    for k, label in names.items():
+        color = colors[k]
+        if all(k in r for r in results):
+            t = [r[k]["seconds"] for r in results]
+            ax_t.plot(rows, t, "o-", color=color, label=label)
+            if k != "zcat":  # zcat's RSS is this script's, not a reader's
+                m = [r[k]["peak_mb"] for r in results]
+                ax_m.plot(rows, m, "o-", color=color, label=label)
+    ax_m.axhline(2048, color="grey", ls="--", lw=1, label="2 GB target")
+    for ax, ylab in ((ax_t, "wall time (s)"), (ax_m, "peak RSS (MB)")):
+        ax.set_xscale("log")
+        ax.set_xticks(rows, [f"{x:.3g}" for x in rows])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("event rows, millions (chart + lab + output)")
+        ax.set_ylabel(ylab)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.set_yscale("log")
+    ax_t.yaxis.set_major_formatter(ScalarFormatter())
+    ax_m.set_ylim(0, None)
+    ax_t.set_title("Extraction time on synthetic MIMIC-IV")
+    ax_m.set_title("Peak memory per process")
+    ax_t.legend(fontsize=8)
+    ax_m.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -250,7 +296,13 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--no-pandas", action="store_true", help="skip the pandas reference")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--replot", action="store_true", help="only redraw <workdir>/scaling.png")
     a = ap.parse_args(argv)
+    if a.replot:
+        results = json.loads((a.workdir / "results.json").read_text())
+        print(report(results))
+        plot(results, a.workdir / "scaling.png")
+        return
     if a.child:
         print(json.dumps(_child(*a.child)))
         return
@@ -261,6 +313,8 @@ def main(argv=None) -> None:
         results.append(measure(int(size), a.workdir, not a.no_pandas))
         (a.workdir / "results.json").write_text(json.dumps(results, indent=1))
         print(report(results), flush=True)
+    plot(results, a.workdir / "scaling.png")
+    print(f"figure: {a.workdir / 'scaling.png'}; results: {a.workdir / 'results.json'}")
 
 
 if __name__ == "__main__":
