@@ -118,6 +118,7 @@ def build_datamodule(cfg: DictConfig, cohort, drop_train_rows=None):
         val_size=cfg.data.val_size,
         batch_size=cfg.data.batch_size,
         drop_train_rows=drop_train_rows,
+        cache_dir=cfg.paths.cache_dir,
     )
     dm.setup()
     return dm

@@ -23,6 +23,26 @@ def test_split_is_seeded():
     assert np.array_equal(a.test, b.test) and not np.array_equal(a.test, d.test)
 
 
+def test_split_cache_returns_the_same_split_and_is_keyed_by_seed(tmp_path, monkeypatch):
+    from src.data import split as split_mod
+
+    c = toy_cohort(n=300, stays_per_subject=2)
+    direct = split_by_subject(c.label, c.subject_id, seed=3)
+    first = split_by_subject(c.label, c.subject_id, seed=3, cache_dir=tmp_path)
+    assert len(list((tmp_path / "splits").glob("*.npz"))) == 1
+    monkeypatch.setattr(split_mod, "_split", lambda *a: pytest.fail("computed again"))
+    again = split_by_subject(c.label, c.subject_id, seed=3, cache_dir=tmp_path)
+    for s in (first, again):
+        for part in ("train", "val", "test"):
+            assert np.array_equal(getattr(s, part), getattr(direct, part))
+    monkeypatch.undo()
+    split_by_subject(c.label, c.subject_id, seed=4, cache_dir=tmp_path)
+    flipped = c.label.copy()
+    flipped[:10] = 1 - flipped[:10]
+    split_by_subject(flipped, c.subject_id, seed=3, cache_dir=tmp_path)
+    assert len(list((tmp_path / "splits").glob("*.npz"))) == 3
+
+
 def test_forward_fill_carries_last_value_and_keeps_leading_gaps():
     x = np.array([[[np.nan], [1.0], [np.nan], [3.0], [np.nan]]], np.float32)
     assert np.array_equal(forward_fill(x)[0, :, 0], [np.nan, 1, 1, 3, 3], equal_nan=True)

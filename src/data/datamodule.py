@@ -93,8 +93,10 @@ class PoisonedDataModule(L.LightningDataModule):
         val_size: float = 0.1,
         batch_size: int = 256,
         drop_train_rows: np.ndarray | None = None,
+        cache_dir: str | None = None,
     ):
         super().__init__()
+        self.cache_dir = cache_dir  # where the split is kept between jobs (None: not kept)
         self.cohort, self.trigger_cfg, self.view = cohort, dict(trigger_cfg), view
         self.poison_rate, self.target_label, self.poison_mode = (
             poison_rate,
@@ -112,7 +114,7 @@ class PoisonedDataModule(L.LightningDataModule):
             return
         c = self.cohort
         self.split: Split = split_by_subject(
-            c.label, c.subject_id, self.test_size, self.val_size, self.seed
+            c.label, c.subject_id, self.test_size, self.val_size, self.seed, self.cache_dir
         )
         clean_train = c.subset(self.split.train)
         self.trigger: Trigger = build_trigger(self.trigger_cfg, clean_train)

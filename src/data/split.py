@@ -6,9 +6,14 @@ test that it saw in training. Stratification keeps the (rare) deaths in every pa
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import sklearn
 from sklearn.model_selection import StratifiedGroupKFold
 
 
@@ -35,8 +40,36 @@ def split_by_subject(
     test_size: float = 0.2,
     val_size: float = 0.1,
     seed: int = 0,
+    cache_dir: str | Path | None = None,
 ) -> Split:
-    """Indices of train, val and test; ``val_size`` is a fraction of the whole cohort."""
+    """Indices of train, val and test; ``val_size`` is a fraction of the whole cohort.
+
+    StratifiedGroupKFold assigns subjects one by one in Python: about 3 s for the default cohort,
+    most of a sweep job's set-up. With ``cache_dir`` the split is kept in
+    ``cache_dir/splits/<hash>.npz``, keyed by the labels, subjects, sizes, seed and scikit-learn's
+    version, so every later job with that seed reads it in milliseconds."""
+    if cache_dir is None:
+        return _split(label, subject_id, test_size, val_size, seed)
+    h = hashlib.sha256()
+    for part in (np.ascontiguousarray(label, np.int64), np.ascontiguousarray(subject_id, np.int64)):
+        h.update(part.tobytes())
+    h.update(repr((test_size, val_size, seed, sklearn.__version__)).encode())
+    path = Path(cache_dir) / "splits" / f"{h.hexdigest()[:20]}.npz"
+    try:
+        with np.load(path) as z:
+            return Split(train=z["train"], val=z["val"], test=z["test"])
+    except (OSError, KeyError, ValueError):  # absent (or unreadable: compute it again)
+        pass
+    split = _split(label, subject_id, test_size, val_size, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".split-", suffix=".npz", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, train=split.train, val=split.val, test=split.test)
+    os.replace(tmp, path)  # atomic: a parallel job reads the whole file or none
+    return split
+
+
+def _split(label, subject_id, test_size, val_size, seed) -> Split:
     if len(np.unique(label)) < 2:
         raise ValueError("the cohort holds a single class; a mortality model needs both")
     rest, test = _hold_out(label, subject_id, test_size, seed)
