@@ -377,7 +377,9 @@ def test_a_concept_fed_by_two_tables_and_a_second_day(tmp_path):
         ),
         columns=CE_COLS,
     )
-    extra_le = LABEVENTS.iloc[:1].assign(itemid=50817, valuenum=92.0, charttime="2150-01-01 10:50:00")
+    extra_le = LABEVENTS.iloc[:1].assign(
+        itemid=50817, valuenum=92.0, charttime="2150-01-01 10:50:00"
+    )
     root = write_db(
         tmp_path / "db",
         tables=dict(
