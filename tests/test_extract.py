@@ -398,3 +398,16 @@ def test_a_concept_fed_by_two_tables_and_a_second_day(tmp_path):
         short, _ = extract(root, window_hours=6, features=["o2sat"], cache_dir=cache)
         row = short.stay_id.tolist().index(30000001)
         assert np.nansum(short.series[row]) == 94.0
+
+
+def test_a_fraction_of_a_second_before_the_hour_stays_in_its_bin(tmp_path):
+    """Bins compare whole seconds after intime, rounded down: 0:59:59.6 after intime is bin 0."""
+    late = pd.DataFrame(
+        _ce(30000001, 10000001, 20000001, [("2150-01-01 11:29:59.600", 220045, 70.0, "bpm")]),
+        columns=CE_COLS,
+    )
+    root = write_db(
+        tmp_path / "db", tables=dict(TABLES, **{"icu/chartevents": pd.concat([CHARTEVENTS, late])})
+    )
+    c, _ = extract(root, window_hours=6, features=["hr"])
+    assert c.series[0, :2, 0].tolist() == [80.0, 100.0]  # (80 + 90 + 70) / 3, then bin 1 as before

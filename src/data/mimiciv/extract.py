@@ -374,7 +374,7 @@ def events_sql(sql: dict, tbl: str, horizon: int) -> str:
     return f"""
         SELECT sidx, itemid, CAST(dt AS INTEGER) AS dt, v, CAST(dt // 86400 AS SMALLINT) AS day
         FROM (
-            SELECT i.sidx, e.itemid, CAST(epoch(e.charttime) AS BIGINT) - i.t0 AS dt,
+            SELECT i.sidx, e.itemid, CAST(floor(epoch(e.charttime)) AS BIGINT) - i.t0 AS dt,
                    e.{val} AS v
             FROM {sql[tbl]} e JOIN icu_all i ON e.{k} = i.{k}
             WHERE e.itemid IN ({ids}) AND e.{val} IS NOT NULL)
@@ -395,7 +395,7 @@ def events_pass(con, root: Path, sql: dict, out: Path, horizon: int) -> dict:
     )
     con.execute(f"""CREATE OR REPLACE TABLE icu_all AS
         SELECT CAST(sidx AS INTEGER) AS sidx, stay_id, subject_id,
-               CAST(epoch(intime) AS BIGINT) AS t0
+               CAST(floor(epoch(intime)) AS BIGINT) AS t0
         FROM read_parquet({_sql_str(str(stays_file))}) WHERE intime IS NOT NULL""")
     log.info(
         "one pass over %s (first %d h of every ICU stay) into %s",
