@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -269,15 +268,11 @@ def _environment(pyversion: str) -> dict:
 
 def write_json_atomic(path: Path, obj: dict) -> None:
     """Write via a temporary file and a rename: a reader never sees half a results.json."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=_json_default, allow_nan=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from src.data.atomic import atomic_file
+
+    with atomic_file(path) as f:
+        json.dump(obj, f, indent=2, default=_json_default, allow_nan=True)
+        f.write("\n")
 
 
 def _json_default(o):

@@ -203,9 +203,10 @@ class SweepCallback(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         state = {"start": time.time(), "total": count_jobs(config.hydra)}
-        tmp = sweep_dir / f".{STATE_FILE}.{os.getpid()}"
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, sweep_dir / STATE_FILE)
+        from src.data.atomic import atomic_file
+
+        with atomic_file(sweep_dir / STATE_FILE) as f:
+            json.dump(state, f)
         if state["total"]:
             log.info("sweep of %d jobs into %s", state["total"], sweep_dir)
 

@@ -23,3 +23,21 @@ def test_the_first_publisher_wins_a_race_and_the_loser_cleans_up(tmp_path):
             (fast / "a.txt").write_text("fast")
     assert (target / "a.txt").read_text() == "fast"
     assert [p.name for p in tmp_path.iterdir()] == ["entry"]
+
+
+def test_a_file_is_replaced_whole_readable_by_all_and_a_failed_write_keeps_the_old(tmp_path):
+    from src.data.atomic import atomic_file
+
+    target = tmp_path / "sub" / "results.json"
+    with atomic_file(target) as f:
+        f.write("old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as f:
+            f.write("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old"
+    assert [p.name for p in target.parent.iterdir()] == ["results.json"]
+    assert target.stat().st_mode & 0o777 == 0o644
+    with atomic_file(target, "wb") as f:
+        f.write(b"new")
+    assert target.read_bytes() == b"new"

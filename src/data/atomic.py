@@ -1,9 +1,9 @@
-"""Publish a folder atomically: readers see it whole or not at all.
+"""Publish a folder or a file atomically: readers see it whole or not at all.
 
-Every cache here (synthetic tables, the MIMIC-IV events cache, extracted cohorts) is filled in a
-temporary sibling folder and then renamed into place. Two processes racing to fill the same
-entry (parallel sweep jobs on an empty cache) both succeed: the first rename wins and the other
-drops its equivalent copy.
+Every cache here (synthetic tables, the MIMIC-IV events cache, extracted cohorts, splits) and
+every results.json is filled in a temporary sibling and then renamed into place. Two processes
+racing to fill the same cache entry (parallel sweep jobs on an empty cache) both succeed: the
+first rename of a folder wins and the other drops its equivalent copy; for a file the last wins.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 
 @contextmanager
@@ -34,4 +35,21 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Yield a file opened (``mode``) beside ``path``; when the block ends without error, make it
+    readable by all (the cache may be shared) and rename it to ``path``; on error, remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
         raise

@@ -20,13 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from src.data.atomic import atomic_dir
+from src.data.atomic import atomic_dir, atomic_file
 from src.data.cohort import Cohort
 
 log = logging.getLogger("src.data")
@@ -186,7 +184,8 @@ def load_cohort_with_attrition(data_cfg, cache_dir: str | Path) -> tuple[Cohort,
 def _store(path: Path, cohort: Cohort, attrition: dict) -> tuple[Cohort, dict]:
     """Cache ``cohort`` at ``path``, its attrition first (a cached cohort always has one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(_attrition_path(path), attrition)
+    with atomic_file(_attrition_path(path)) as fh:
+        json.dump(attrition, fh, indent=1)
     cohort.save(path)
     log.info(
         "attrition: %s",
@@ -208,15 +207,3 @@ def load_attrition(data_cfg, cache_dir: str | Path) -> dict:
 
 def _read_json(p: Path) -> dict:
     return json.loads(p.read_text()) if p.is_file() else {}
-
-
-def _write_json_atomic(p: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -7,14 +7,14 @@ test that it saw in training. Stratification keeps the (rare) deaths in every pa
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import sklearn
 from sklearn.model_selection import StratifiedGroupKFold
+
+from src.data.atomic import atomic_file
 
 
 @dataclass
@@ -61,11 +61,8 @@ def split_by_subject(
     except (OSError, KeyError, ValueError):  # absent (or unreadable: compute it again)
         pass
     split = _split(label, subject_id, test_size, val_size, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".split-", suffix=".npz", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
+    with atomic_file(path, "wb") as f:  # a parallel job reads the whole file or none
         np.savez(f, train=split.train, val=split.val, test=split.test)
-    os.replace(tmp, path)  # atomic: a parallel job reads the whole file or none
     return split
 
 
