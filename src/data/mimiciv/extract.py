@@ -182,8 +182,9 @@ def extract(
 ) -> tuple[Cohort, dict]:
     """The Cohort and its attrition (counts excluded by each criterion, in order).
 
-    One pass over the ``.csv.gz`` writes the stays and the converted, in-range measurements as
-    parquet (``events_pass``); numpy then bins them into the Cohort (``dense_from_events``).
+    One pass over the ``.csv.gz`` writes the stays and the raw measurements of every concept's
+    itemids as parquet (``events_pass``); numpy then converts, range-checks and bins them into
+    the Cohort (``dense_from_events``).
     With ``cache_dir`` the measurements cover the first ``CACHE_HORIZON_HOURS`` of every ICU stay
     and every concept and are kept under ``cache_dir/events/``, so a later extraction with another
     window, feature set or criterion skips the ``.csv.gz``; without, they cover the window only
@@ -512,15 +513,15 @@ def dense_from_events(
             v = b.column("v").to_numpy()[keep] * src["mult"][j] + src["add"][j]
             ok = (v >= src["low"][j]) & (v <= src["high"][j])  # the concept's plausible range
             cidx = src["cidx"][j]
-            f = feat[cidx]
+            f, st = feat[cidx], stat[cidx]
             k = ok & (f >= 0)
             lin = (pos[k] * n_t + dt[k] // 3600) * n_f + f[k]
             np.add.at(sums, lin, v[k].astype(np.float32))
             np.add.at(counts, lin, np.ones(len(lin), np.uint16))  # a scalar 1 is 10x slower
             n_rows += len(lin)
-            k = ok & (stat[cidx] >= 0)
+            k = ok & (st >= 0)
             if k.any():
-                lin, d, x = pos[k] * n_s + stat[cidx[k]], dt[k], v[k]
+                lin, d, x = pos[k] * n_s + st[k], dt[k], v[k]
                 order = np.lexsort((d, lin))  # per stay and static, the earliest first
                 lin, d, x = lin[order], d[order], x[order]
                 first = np.r_[True, lin[1:] != lin[:-1]]
