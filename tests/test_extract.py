@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from src.data.mimiciv import extract as ex
 from src.data.mimiciv.extract import extract, extract_cohort
 
 NAN = np.nan
@@ -237,7 +238,10 @@ def db(tmp_path):
     return write_db(tmp_path / "mimiciv")
 
 
-def test_hand_computed_bins(db):
+@pytest.mark.parametrize("binner", ["numpy", "numba"])
+def test_hand_computed_bins(db, binner, monkeypatch):
+    # small inputs are binned by numpy, large ones by the numba loop: both must give these bins
+    monkeypatch.setattr(ex, "NUMBA_MIN_ROWS", 0 if binner == "numba" else 10**12)
     cohort, attrition = extract(db, window_hours=6, features=FEATURES)
     assert cohort.stay_id.tolist() == [30000001, 30000005]
     assert cohort.subject_id.tolist() == [10000001, 10000005]
@@ -411,3 +415,47 @@ def test_a_fraction_of_a_second_before_the_hour_stays_in_its_bin(tmp_path):
     )
     c, _ = extract(root, window_hours=6, features=["hr"])
     assert c.series[0, :2, 0].tolist() == [80.0, 100.0]  # (80 + 90 + 70) / 3, then bin 1 as before
+
+
+def test_numba_and_numpy_binning_agree_row_for_row():
+    """The two binners on random rows with everything that must be skipped or kept: excluded
+    stays, rows past the window, itemids no concept has, NaN and out-of-range values, converted
+    units, several values per bin and static ties (the first row wins)."""
+    rng = np.random.default_rng(0)
+    n_rows, n_all, n, n_t, n_f, n_s = 20_000, 50, 30, 6, 4, 2
+    pos_of = np.full(n_all, -1, np.int64)
+    pos_of[rng.choice(n_all, n, replace=False)] = np.arange(n)
+    lut = np.full(12, -1, np.int64)
+    lut[[2, 5, 7, 9, 11]] = np.arange(5)  # itemids 0-13 occur: 12 and 13 lie past the table
+    src = (
+        lut,
+        np.array([False, True, False, False, True]),  # convert
+        np.array([1.0, 0.5, 1.0, 1.0, 2.0]),  # mult
+        np.array([0.0, -10.0, 0.0, 0.0, 1.0]),  # add
+        np.array([0.0, 0.0, 0.2, -np.inf, 0.0]),  # low
+        np.array([0.9, 0.3, np.inf, 0.5, 2.5]),  # high
+        np.array([0, 1, -1, 3, 2], np.int64),  # feat (-1: not in the feature set)
+        np.array([-1, -1, 0, 1, 1], np.int64),  # stat
+    )
+    cols = (
+        rng.integers(0, n_all, n_rows).astype(np.int32),
+        rng.integers(0, 14, n_rows).astype(np.int32),
+        (rng.integers(0, 9, n_rows) * 1800).astype(np.int32),  # ties in time, past 6 h too
+        np.where(rng.random(n_rows) < 0.05, np.nan, rng.random(n_rows)),
+    )
+    results = []
+    for binner in (ex._bin_numpy, ex._bin_kernel()):
+        out = (
+            np.zeros(n * n_t * n_f, np.float32),
+            np.zeros(n * n_t * n_f, np.uint16),
+            np.full(n * n_s, np.iinfo(np.int64).max),
+            np.full(n * n_s, np.nan),
+        )
+        for a in range(0, n_rows, 7_000):  # in batches, as row groups come
+            batch = [c[a : a + 7_000] for c in cols]
+            binner(*batch, pos_of, *src, n_t, n_f, n_s, *out)
+        results.append(out)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+    sums, counts, first_dt, _ = results[0]
+    assert counts.sum() > 1000 and (counts > 1).any() and (first_dt < 6 * 3600).sum() > 10

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +132,9 @@ def table_sql(root: Path, name: str) -> str:
 EVENT_TABLES = {"chartevents": "stay_id", "labevents": "subject_id", "outputevents": "stay_id"}
 EVENTS_CACHE_VERSION = 2
 COLUMNS = ["sidx", "itemid", "dt", "v"]  # of every events file, as events_sql writes them
+# Below this many rows to read, numpy (``_bin_numpy``) is as fast as numba with its start-up
+# (at 7M rows numpy took 0.5 s and numba 0.65 s; at 12M both about 1.0 s).
+NUMBA_MIN_ROWS = 10_000_000
 # LZ4 and large row groups: the cache is read far more often than written. On the chartevents
 # thread (the pass's critical path) writing LZ4 costs about 0.5 s less than snappy at 10M rows,
 # and it decodes as fast, for a file of the same size; zstd decodes about three times slower.
@@ -203,7 +206,6 @@ def extract(
     concepts = select_concepts(features)
     root = resolve_root(root)
     t0 = time.perf_counter()
-    _bin_kernel()  # loads while the tables or the cache are read
     sql = {name: table_sql(root, name) for name in TABLES}  # fails fast on a missing table
     with contextlib.ExitStack() as stack:
         if cache_dir is None:
@@ -492,18 +494,14 @@ def _stat(p: Path) -> list:
 
 
 @functools.cache
-def _bin_kernel() -> Future:
-    """The compiled per-row loop of ``dense_from_events``, loaded in a background thread.
+def _bin_kernel():
+    """The compiled per-row loop of ``dense_from_events``.
 
     numba rather than numpy: numpy needs a dozen masks, gathers and compresses over every row
     plus two ``np.add.at`` scatters; this loop does the same in one pass, about 2x faster over a
     whole extraction at 50M rows. Compiled once per machine (cached on disk beside the module or
     in numba's user cache); importing numba and loading the kernel still take about 0.5 s per
-    process, so ``extract`` starts this at its beginning and the wait overlaps its other work."""
-    return ThreadPoolExecutor(1, thread_name_prefix="numba-load").submit(_load_bin_kernel)
-
-
-def _load_bin_kernel():
+    process, so small inputs go to ``_bin_numpy`` instead (``NUMBA_MIN_ROWS``)."""
     import numba
 
     def bin_rows(
@@ -543,6 +541,37 @@ def _load_bin_kernel():
     return bin_rows
 
 
+def _bin_numpy(
+    sidx, item, dt, v, pos_of, lut, convert, mult, add, low, high, feat, stat,
+    n_t, n_f, n_s, sums, counts, first_dt, first_v,
+):  # fmt: skip
+    """``_bin_kernel``'s loop in numpy, for small inputs: the same cells, sums (added in row
+    order by ``np.add.at``) and earliest statics, without numba's start-up cost."""
+    j = np.r_[lut, -1][np.minimum(item, len(lut))]  # -1: not a concept's itemid
+    c = np.flatnonzero(convert[j] & (j >= 0))  # unit conversions: few itemids, few rows
+    if len(c):
+        v = v.copy()
+        v[c] = v[c] * mult[j[c]] + add[j[c]]
+    pos = pos_of[sidx]
+    ok = (pos >= 0) & (dt < n_t * 3600) & (j >= 0)
+    ok &= (v >= low[j]) & (v <= high[j])  # the concept's plausible range (NaN: out)
+    k = ok & (feat[j] >= 0)
+    cell = ((pos * n_t + dt // 3600) * n_f + feat[j])[k]
+    np.add.at(sums, cell, v[k].astype(np.float32))
+    np.add.at(counts, cell, np.ones(len(cell), np.uint16))  # a scalar 1 is 10x slower
+    k = ok & (stat[j] >= 0)
+    if k.any():
+        lin, d, x = pos[k] * n_s + stat[j][k], dt[k], v[k]
+        order = np.lexsort((d, lin))  # per stay and static the earliest; ties: the first row
+        lin, d, x = lin[order], d[order], x[order]
+        first = np.r_[True, lin[1:] != lin[:-1]]
+        lin, d, x = lin[first], d[first], x[first]
+        better = d < first_dt[lin]
+        first_dt[lin[better]] = d[better]
+        first_v[lin[better]] = x[better]
+    return len(cell)
+
+
 def dense_from_events(
     files: dict, stays, concepts: list, window_hours: int, threads: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -552,8 +581,8 @@ def dense_from_events(
 
     One parquet row group (1M rows) at a time, so memory stays at the dense arrays' size however
     large the cache is. ``threads`` workers read and decode row groups ahead (pyarrow releases
-    the GIL); the calling thread bins them in file order (``_bin_kernel``), so the float32 sums
-    are the same whatever the number of threads."""
+    the GIL); the calling thread bins them in file order (``_bin_kernel``, or ``_bin_numpy`` for
+    small inputs), so the sums are the same whatever the number of threads."""
     import pyarrow.parquet as pq
 
     n, n_t, n_f, n_s = len(stays), int(window_hours), len(concepts), len(STATIC_CHART_CONCEPTS)
@@ -592,7 +621,9 @@ def dense_from_events(
         b = pq.ParquetFile(f).read_row_group(rg, columns=COLUMNS, use_threads=False)
         return tbl, [b.column(c).to_numpy() for c in COLUMNS]
 
-    bin_rows = _bin_kernel().result()
+    # numba's start (about 0.5 s per process) pays off from about ten million rows on.
+    rows = sum(pq.ParquetFile(f).metadata.row_group(rg).num_rows for _, f, rg in tasks)
+    bin_rows = _bin_kernel() if rows >= NUMBA_MIN_ROWS else _bin_numpy
     t0, n_rows = time.perf_counter(), 0
 
     def add(tbl, cols) -> int:
