@@ -459,3 +459,25 @@ def test_numba_and_numpy_binning_agree_row_for_row():
         np.testing.assert_array_equal(a, b)
     sums, counts, first_dt, _ = results[0]
     assert counts.sum() > 1000 and (counts > 1).any() and (first_dt < 6 * 3600).sum() > 10
+
+
+def test_binning_compiles_without_a_writable_cache(monkeypatch):
+    """numba refuses cache=True where no folder is writable (read-only install, no home): the
+    kernel is then compiled for the run instead of failing the extraction."""
+    import numba
+
+    njit = numba.njit
+
+    def no_cache_folder(*args, **kw):
+        if kw.get("cache"):
+            raise RuntimeError("cannot cache function: no locator available")
+        return njit(*args, **kw)
+
+    monkeypatch.setattr(numba, "njit", no_cache_folder)
+    kernel = ex._bin_kernel.__wrapped__()
+    out = (np.zeros(2, np.float32), np.zeros(2, np.uint16), np.full(1, 99), np.full(1, np.nan))
+    i4 = np.zeros(1, np.int32)
+    src = (np.array([0]), np.array([False]), np.ones(1), np.zeros(1), np.zeros(1), np.ones(1))
+    n = kernel(i4, i4, i4, np.array([0.5]), np.array([0]), *src, np.array([0]),
+               np.array([-1]), 1, 2, 1, *out)  # fmt: skip
+    assert n == 1 and out[0][0] == 0.5 and out[1][0] == 1
