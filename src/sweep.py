@@ -137,10 +137,10 @@ def thread_budget(hydra_cfg: DictConfig, n_total: int | None = None) -> int | No
 
 # --- sweep size and progress ----------------------------------------------------------------------
 def count_jobs(hydra_cfg: DictConfig) -> int | None:
-    """Number of jobs the basic sweeper will launch (the product of the swept values, from
-    ``hydra.sweeper.params`` and the command line), or None for another sweeper."""
+    """Number of jobs the basic sweeper (or ours, the same grid) will launch: the product of the
+    swept values, from ``hydra.sweeper.params`` and the command line; None for another sweeper."""
     sweeper = hydra_cfg.get("sweeper") or {}
-    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+    if not str(sweeper.get("_target_", "")).endswith(("BasicSweeper", "CoveringSweeper")):
         return None
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -6,12 +6,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_subpackage_of_src_is_listed_for_installation():
+def test_every_subpackage_of_src_and_hydra_plugins_is_listed_for_installation():
     listed = set(
         tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     )
     found = {
-        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "src").rglob("__init__.py")
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("src", "hydra_plugins")  # hydra_plugins: the sweeper conf/run.yaml selects
+        for p in (ROOT / top).rglob("__init__.py")
     }
     assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
     assert "src.conf" in listed

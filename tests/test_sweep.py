@@ -66,6 +66,30 @@ def test_every_option_a_grid_names_exists(name):
     assert "seed" in params and "poison_rate" in params
 
 
+def test_the_covering_check_composes_one_job_per_new_value_in_grid_order():
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.icu_backdoor.covering_sweeper import covering_jobs
+
+    grid = ["trigger=a,b", "poison_rate=0,0.001,0.01,0.1", "seed=0,1,2", "model=mlp,lstm"]
+    overrides = OverridesParser.create().parse_overrides(grid)
+    (batch,) = BasicSweeper.split_arguments(overrides, None)
+    picked = covering_jobs(batch)
+    assert len(batch) == 48 and len(picked) == 1 + 1 + 3 + 2 + 1
+    assert {o for job in picked for o in job} == {o for job in batch for o in job}
+    assert picked == [job for job in batch if job in picked]  # grid order, first occurrences
+
+
+def test_a_misspelt_option_later_in_the_grid_stops_the_sweep_before_any_job(tmp_path):
+    r = run_sweep(
+        "+sweep=smoke", "model=mlp,lstm,lstmm", cache=tmp_path / "c", sweep_dir=tmp_path / "s"
+    )
+    assert r.returncode != 0
+    assert "lstmm" in r.stderr
+    assert not list((tmp_path / "s").glob("*/results.json"))
+
+
 def test_two_sweeps_started_in_the_same_second_get_different_folders():
     a = hydra_cfg().hydra.sweep.dir
     b = hydra_cfg().hydra.sweep.dir
