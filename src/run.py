@@ -16,6 +16,24 @@ from omegaconf import DictConfig
 from src.config import ConfigError, validate
 
 
+def register_sweeper() -> None:
+    """Make ``hydra/sweeper=covering`` (conf/run.yaml's default) known to Hydra. Hydra finds
+    plugins by listing the ``hydra_plugins`` folders on sys.path, which misses an editable
+    install run from outside the checkout; importing the module registers its config and this
+    registers its class, wherever the package lives."""
+    from hydra.core.plugins import Plugins
+
+    # Hydra's scan first: it re-executes its own plugin modules, and a sweeper class built on
+    # BasicSweeper before that would no longer be a subclass of it.
+    plugins = Plugins.instance()
+    from hydra_plugins.icu_backdoor.covering_sweeper import CoveringSweeper
+
+    plugins.register(CoveringSweeper)
+
+
+register_sweeper()
+
+
 def conf_dir() -> str:
     """conf/ of the checkout, or the copy shipped inside the installed package (src/conf)."""
     here = Path(__file__).resolve().parent

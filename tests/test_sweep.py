@@ -90,6 +90,27 @@ def test_a_misspelt_option_later_in_the_grid_stops_the_sweep_before_any_job(tmp_
     assert not list((tmp_path / "s").glob("*/results.json"))
 
 
+@pytest.mark.slow
+def test_a_sweep_started_outside_the_checkout_finds_the_covering_sweeper(tmp_path):
+    """Hydra lists plugins from the hydra_plugins folders on sys.path; an editable install run
+    from elsewhere has none of ours there (src.run registers the sweeper itself). Meaningful
+    where the install maps packages rather than adding the checkout to sys.path, as a fresh
+    ``pip install -e .`` does (CI)."""
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "src.run", "-m", "+sweep=smoke", "seed=0", "poison_rate=0"]
+        + [f"hydra.sweep.dir={tmp_path / 's'}", f"paths.cache_dir={tmp_path / 'c'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "composed 1 of 1 job configs" in r.stdout + r.stderr
+    assert statuses(tmp_path / "s") == {"0": "ok"}
+
+
 def test_two_sweeps_started_in_the_same_second_get_different_folders():
     a = hydra_cfg().hydra.sweep.dir
     b = hydra_cfg().hydra.sweep.dir
