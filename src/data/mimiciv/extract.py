@@ -357,16 +357,19 @@ def _concept_rows(tbl: str) -> list[tuple]:
 
 def _source_arrays(tbl: str) -> dict[str, np.ndarray]:
     """``_concept_rows(tbl)`` as arrays, with ``lut`` mapping an itemid to its row (open ranges
-    as infinities)."""
+    as infinities) and ``convert`` marking the rows with a unit conversion."""
     rows = _concept_rows(tbl)
     itemid = np.array([r[0] for r in rows], np.int64)
     lut = np.full(int(itemid.max()) + 1 if len(rows) else 1, -1, np.int64)
     lut[itemid] = np.arange(len(rows))
+    mult = np.array([r[2] for r in rows], np.float64)
+    add = np.array([r[3] for r in rows], np.float64)
     return {
         "lut": lut,
         "cidx": np.array([r[1] for r in rows], np.int64),
-        "mult": np.array([r[2] for r in rows], np.float64),
-        "add": np.array([r[3] for r in rows], np.float64),
+        "mult": mult,
+        "add": add,
+        "convert": (mult != 1) | (add != 0),
         "low": np.array([-np.inf if r[4] is None else r[4] for r in rows], np.float64),
         "high": np.array([np.inf if r[5] is None else r[5] for r in rows], np.float64),
     }
@@ -531,13 +534,6 @@ def _bin_kernel():
         bin_rows = numba.njit(nogil=True, cache=True)(bin_rows)
     except RuntimeError:  # no writable cache folder (read-only install, no home): compile each run
         bin_rows = numba.njit(nogil=True)(bin_rows)
-    # The first call with each argument type loads (or compiles) the machine code: make it now,
-    # with no rows and the types events_sql's parquet columns decode to (read-only int32/float64).
-    i4, f8, i8 = (np.zeros(0, t) for t in (np.int32, np.float64, np.int64))
-    for a in (i4, f8):
-        a.flags.writeable = False
-    bin_rows(i4, i4, i4, f8, i8, i8, np.zeros(0, bool), *[np.zeros(0)] * 4, i8, i8,
-             1, 1, 1, np.zeros(0, np.float32), np.zeros(0, np.uint16), i8, np.zeros(0))  # fmt: skip
     return bin_rows
 
 
@@ -602,19 +598,18 @@ def dense_from_events(
         np.full(n * n_s, np.iinfo(np.int64).max),
         np.full(n * n_s, np.nan),
     )
-    srcs = {}
+    srcs = {}  # per table, the binners' arguments between pos_of and n_t
     for tbl in EVENT_TABLES:
         a = _source_arrays(tbl)
-        convert = (a["mult"] != 1) | (a["add"] != 0)
-        srcs[tbl] = (a["lut"], convert, a["mult"], a["add"], a["low"], a["high"])
-        srcs[tbl] += (feat[a["cidx"]], stat[a["cidx"]])
-    tasks = [
-        (tbl, f, rg)
+        keys = ("lut", "convert", "mult", "add", "low", "high")
+        srcs[tbl] = (*(a[k] for k in keys), feat[a["cidx"]], stat[a["cidx"]])
+    parts = [  # the day partitions the window needs, with their parquet footers
+        (tbl, f, pq.ParquetFile(f).metadata)
         for tbl in EVENT_TABLES
         for f in sorted(Path(files[tbl]).glob("day=*/*.parquet"))
         if int(f.parent.name.removeprefix("day=")) * 24 < n_t
-        for rg in range(pq.ParquetFile(f).num_row_groups)
     ]
+    tasks = [(tbl, f, rg) for tbl, f, md in parts for rg in range(md.num_row_groups)]
 
     def read(task):
         tbl, f, rg = task
@@ -622,7 +617,7 @@ def dense_from_events(
         return tbl, [b.column(c).to_numpy() for c in COLUMNS]
 
     # numba's start (about 0.5 s per process) pays off from about ten million rows on.
-    rows = sum(pq.ParquetFile(f).metadata.row_group(rg).num_rows for _, f, rg in tasks)
+    rows = sum(md.num_rows for _, _, md in parts)
     bin_rows = _bin_kernel() if rows >= NUMBA_MIN_ROWS else _bin_numpy
     t0, n_rows = time.perf_counter(), 0
 
