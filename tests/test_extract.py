@@ -238,10 +238,12 @@ def db(tmp_path):
     return write_db(tmp_path / "mimiciv")
 
 
-@pytest.mark.parametrize("binner", ["numpy", "numba"])
+@pytest.mark.parametrize("binner", ["numpy", "numpy in 2-row slices", "numba"])
 def test_hand_computed_bins(db, binner, monkeypatch):
-    # small inputs are binned by numpy, large ones by the numba loop: both must give these bins
+    # small inputs are binned by numpy, large ones by the numba loop: both must give these bins,
+    # and numpy must give them however finely it slices the row groups
     monkeypatch.setattr(ex, "NUMBA_MIN_ROWS", 0 if binner == "numba" else 10**12)
+    monkeypatch.setattr(ex, "NUMPY_SLICE_ROWS", 2 if "slices" in binner else 1 << 18)
     cohort, attrition = extract(db, window_hours=6, features=FEATURES)
     assert cohort.stay_id.tolist() == [30000001, 30000005]
     assert cohort.subject_id.tolist() == [10000001, 10000005]

@@ -132,9 +132,14 @@ def table_sql(root: Path, name: str) -> str:
 EVENT_TABLES = {"chartevents": "stay_id", "labevents": "subject_id", "outputevents": "stay_id"}
 EVENTS_CACHE_VERSION = 2
 COLUMNS = ["sidx", "itemid", "dt", "v"]  # of every events file, as events_sql writes them
-# Below this many rows to read, numpy (``_bin_numpy``) is as fast as numba with its start-up
-# (at 7M rows numpy took 0.5 s and numba 0.65 s; at 12M both about 1.0 s).
-NUMBA_MIN_ROWS = 10_000_000
+# Below this many rows to read, numpy in the reader threads is faster than numba with its
+# start-up of about 0.6 s per process (whole extractions from the cache, 2 cores: 12.4M rows
+# 0.81-0.99 s against 1.20-1.49 s, 18.3M 1.12-1.49 s against 1.44-1.54 s; above, 31.1M rows
+# 1.82-2.18 s against 1.39-1.58 s).
+NUMBA_MIN_ROWS = 24_000_000
+# numpy prepares a row group in slices of this many rows: its dozen temporaries then stay in
+# the core's cache (about 15% faster than whole 1M-row groups).
+NUMPY_SLICE_ROWS = 1 << 18
 # LZ4 and large row groups: the cache is read far more often than written. On the chartevents
 # thread (the pass's critical path) writing LZ4 costs about 0.5 s less than snappy at 10M rows,
 # and it decodes as fast, for a file of the same size; zstd decodes about three times slower.
@@ -503,8 +508,8 @@ def _bin_kernel():
     numba rather than numpy: numpy needs a dozen masks, gathers and compresses over every row
     plus two ``np.add.at`` scatters; this loop does the same in one pass, about 2x faster over a
     whole extraction at 50M rows. Compiled once per machine (cached on disk beside the module or
-    in numba's user cache); importing numba and loading the kernel still take about 0.5 s per
-    process, so small inputs go to ``_bin_numpy`` instead (``NUMBA_MIN_ROWS``)."""
+    in numba's user cache); importing numba and loading the kernel still take about 0.6 s per
+    process, so smaller inputs go to numpy in the reader threads (``NUMBA_MIN_ROWS``)."""
     import numba
 
     def bin_rows(
@@ -537,35 +542,58 @@ def _bin_kernel():
     return bin_rows
 
 
+def _prepare_numpy(
+    sidx, item, dt, v, pos_of, lut, convert, mult, add, low, high, feat, stat, n_t, n_f, n_s
+):  # fmt: skip
+    """The per-row half of ``_bin_numpy``: ``(cell, value, static)`` of the rows to add, value in
+    float32 and ``static`` the ``(stay x static, dt, value)`` candidates, earliest first. Pure
+    numpy with the GIL released, so reader threads run it on row groups side by side."""
+    j = np.r_[lut, -1][np.minimum(item, len(lut))]  # -1: not a concept's itemid
+    pos = pos_of[sidx]
+    ok = (j >= 0) & (pos >= 0) & (dt < n_t * 3600)
+    j, pos, d, x = j[ok], pos[ok], dt[ok], v[ok]  # compressed once: later steps see kept rows
+    c = np.flatnonzero(convert[j])  # unit conversions: few itemids, few rows
+    if len(c):
+        x[c] = x[c] * mult[j[c]] + add[j[c]]
+    ok = (x >= low[j]) & (x <= high[j])  # the concept's plausible range (NaN: out)
+    f = feat[j]
+    kf = ok & (f >= 0)
+    cell = (pos[kf] * n_t + d[kf] // 3600) * n_f + f[kf]
+    s = stat[j]
+    k = ok & (s >= 0)
+    static = None
+    if k.any():
+        lin, d, xs = pos[k] * n_s + s[k], d[k], x[k]
+        order = np.lexsort((d, lin))  # per stay and static the earliest; ties: the first row
+        lin, d, xs = lin[order], d[order], xs[order]
+        first = np.r_[True, lin[1:] != lin[:-1]]
+        static = lin[first], d[first], xs[first]
+    return cell, x[kf].astype(np.float32), static
+
+
+def _add_numpy(prepared, sums, counts, first_dt, first_v) -> int:
+    """The in-order half of ``_bin_numpy``: adds one prepared row group to the outputs."""
+    cell, x, static = prepared
+    np.add.at(sums, cell, x)  # in row order, as the numba loop adds
+    np.add.at(counts, cell, np.ones(len(cell), np.uint16))  # a scalar 1 is 10x slower
+    if static is not None:
+        lin, d, x = static
+        better = d < first_dt[lin]  # an earlier row group wins ties
+        first_dt[lin[better]] = d[better]
+        first_v[lin[better]] = x[better]
+    return len(cell)
+
+
 def _bin_numpy(
     sidx, item, dt, v, pos_of, lut, convert, mult, add, low, high, feat, stat,
     n_t, n_f, n_s, sums, counts, first_dt, first_v,
 ):  # fmt: skip
     """``_bin_kernel``'s loop in numpy, for small inputs: the same cells, sums (added in row
     order by ``np.add.at``) and earliest statics, without numba's start-up cost."""
-    j = np.r_[lut, -1][np.minimum(item, len(lut))]  # -1: not a concept's itemid
-    c = np.flatnonzero(convert[j] & (j >= 0))  # unit conversions: few itemids, few rows
-    if len(c):
-        v = v.copy()
-        v[c] = v[c] * mult[j[c]] + add[j[c]]
-    pos = pos_of[sidx]
-    ok = (pos >= 0) & (dt < n_t * 3600) & (j >= 0)
-    ok &= (v >= low[j]) & (v <= high[j])  # the concept's plausible range (NaN: out)
-    k = ok & (feat[j] >= 0)
-    cell = ((pos * n_t + dt // 3600) * n_f + feat[j])[k]
-    np.add.at(sums, cell, v[k].astype(np.float32))
-    np.add.at(counts, cell, np.ones(len(cell), np.uint16))  # a scalar 1 is 10x slower
-    k = ok & (stat[j] >= 0)
-    if k.any():
-        lin, d, x = pos[k] * n_s + stat[j][k], dt[k], v[k]
-        order = np.lexsort((d, lin))  # per stay and static the earliest; ties: the first row
-        lin, d, x = lin[order], d[order], x[order]
-        first = np.r_[True, lin[1:] != lin[:-1]]
-        lin, d, x = lin[first], d[first], x[first]
-        better = d < first_dt[lin]
-        first_dt[lin[better]] = d[better]
-        first_v[lin[better]] = x[better]
-    return len(cell)
+    prepared = _prepare_numpy(
+        sidx, item, dt, v, pos_of, lut, convert, mult, add, low, high, feat, stat, n_t, n_f, n_s
+    )
+    return _add_numpy(prepared, sums, counts, first_dt, first_v)
 
 
 def dense_from_events(
@@ -577,8 +605,10 @@ def dense_from_events(
 
     One parquet row group (1M rows) at a time, so memory stays at the dense arrays' size however
     large the cache is. ``threads`` workers read and decode row groups ahead (pyarrow releases
-    the GIL); the calling thread bins them in file order (``_bin_kernel``, or ``_bin_numpy`` for
-    small inputs), so the sums are the same whatever the number of threads."""
+    the GIL); the calling thread bins them in file order with ``_bin_kernel``, so the sums are
+    the same whatever the number of threads. Below ``NUMBA_MIN_ROWS`` the workers also compute
+    every row's cell in numpy (``_prepare_numpy``, which releases the GIL too) and the calling
+    thread only adds them, in the same order (``_add_numpy``)."""
     import pyarrow.parquet as pq
 
     n, n_t, n_f, n_s = len(stays), int(window_hours), len(concepts), len(STATIC_CHART_CONCEPTS)
@@ -611,18 +641,28 @@ def dense_from_events(
     ]
     tasks = [(tbl, f, rg) for tbl, f, md in parts for rg in range(md.num_row_groups)]
 
+    # numba's start (about 0.6 s per process) pays off from about 24 million rows on.
+    rows = sum(md.num_rows for _, _, md in parts)
+    kernel = _bin_kernel() if rows >= NUMBA_MIN_ROWS else None
+
     def read(task):
         tbl, f, rg = task
         b = pq.ParquetFile(f).read_row_group(rg, columns=COLUMNS, use_threads=False)
-        return tbl, [b.column(c).to_numpy() for c in COLUMNS]
+        cols = [b.column(c).to_numpy() for c in COLUMNS]
+        if kernel is not None:
+            return tbl, cols
+        step = NUMPY_SLICE_ROWS
+        return tbl, [
+            _prepare_numpy(*(c[a : a + step] for c in cols), pos_of, *srcs[tbl], n_t, n_f, n_s)
+            for a in range(0, len(cols[0]), step)
+        ]
 
-    # numba's start (about 0.5 s per process) pays off from about ten million rows on.
-    rows = sum(md.num_rows for _, _, md in parts)
-    bin_rows = _bin_kernel() if rows >= NUMBA_MIN_ROWS else _bin_numpy
     t0, n_rows = time.perf_counter(), 0
 
     def add(tbl, cols) -> int:
-        return bin_rows(*cols, pos_of, *srcs[tbl], n_t, n_f, n_s, *out)
+        if kernel is None:
+            return sum(_add_numpy(p, *out) for p in cols)
+        return kernel(*cols, pos_of, *srcs[tbl], n_t, n_f, n_s, *out)
 
     workers = _threads(threads)
     with ThreadPoolExecutor(workers) as pool:
