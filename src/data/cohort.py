@@ -124,7 +124,11 @@ class Cohort:
             "n_hours": self.n_hours,
             "n_features": len(self.features),
             "prevalence": float(self.label.mean()) if len(self) else float("nan"),
-            "missing_share": float(np.isnan(self.series).mean()) if self.series.size else 1.0,
+            "missing_share": (  # count_nonzero: half the time of a mean over 36M cells
+                np.count_nonzero(np.isnan(self.series)) / self.series.size
+                if self.series.size
+                else 1.0
+            ),
         }
 
     # --- cache (parquet, written atomically) ------------------------------------------------
