@@ -8,7 +8,7 @@ gives each job cores // jobs threads (src/sweep.py).
 
 Usage:  python -m benchmarks.bench_sweep [--sweep quick] [--jobs 2] [overrides ...]
         python -m benchmarks.bench_sweep --sweep smoke seed=0       (a check in seconds)
-Target: speed-up >= 1.7 with 2 jobs on 2 cores (quick sweep: 12 jobs).
+Target: speed-up >= 1.7 with 2 jobs on 2 cores (quick sweep: 48 jobs).
 """
 
 from __future__ import annotations

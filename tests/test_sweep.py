@@ -45,7 +45,7 @@ def hydra_cfg(*overrides):
     [
         (["+sweep=smoke"], 4),
         (["+sweep=smoke", "seed=0"], 2),  # the command line replaces the grid's values of a key
-        (["+sweep=quick"], 12),
+        (["+sweep=quick"], 2 * 2 * 4 * 3),
         (["+sweep=paper"], 10 * 5 * 5 * 4),
         (["+sweep=smoke", "model=mlp,lstm"], 8),
     ],
