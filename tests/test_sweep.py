@@ -66,7 +66,7 @@ def test_every_option_a_grid_names_exists(name):
     assert "seed" in params and "poison_rate" in params
 
 
-def test_the_covering_check_composes_one_job_per_new_value_in_grid_order():
+def test_the_covering_check_composes_as_many_jobs_as_the_longest_value_list():
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -76,9 +76,11 @@ def test_the_covering_check_composes_one_job_per_new_value_in_grid_order():
     overrides = OverridesParser.create().parse_overrides(grid)
     (batch,) = BasicSweeper.split_arguments(overrides, None)
     picked = covering_jobs(batch)
-    assert len(batch) == 48 and len(picked) == 1 + 1 + 3 + 2 + 1
+    assert len(batch) == 48 and len(picked) == 4  # the 4 poison rates need 4 jobs at least
     assert {o for job in picked for o in job} == {o for job in batch for o in job}
-    assert picked == [job for job in batch if job in picked]  # grid order, first occurrences
+    assert picked == [job for job in batch if job in picked]  # in grid order
+    assert picked[0] == batch[0]
+    assert covering_jobs(batch[:1]) == batch[:1] and covering_jobs([]) == []
 
 
 def test_a_misspelt_option_later_in_the_grid_stops_the_sweep_before_any_job(tmp_path):
