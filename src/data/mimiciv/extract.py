@@ -1,10 +1,11 @@
 """MIMIC-IV (real or synthetic) to Cohort, in the spirit of YAIB's Mortality24 task.
 
-One pass in DuckDB, then one compiled loop. DuckDB reads the ``.csv.gz`` tables directly and
+One pass in DuckDB, then one binning pass. DuckDB reads the ``.csv.gz`` tables directly and
 streams them: only the needed columns are typed, rows are filtered by itemid and joined to the ICU
 stays, and the kept measurements go to parquet (``events_pass``), so memory stays flat however
-large ``chartevents`` is. A numba loop then converts units, drops implausible values and bins the
-measurements into the dense ``[N, T, F]`` array, row group by row group (``dense_from_events``).
+large ``chartevents`` is. Binning then converts units, drops implausible values and bins the
+measurements into the dense ``[N, T, F]`` array, row group by row group (``dense_from_events``:
+a numba loop for large inputs, numpy in the reader threads below ``NUMBA_MIN_ROWS``).
 
 Expected layout (MIMIC-IV v2.x and v3.x as PhysioNet ships them)::
 
@@ -200,7 +201,7 @@ def extract(
     """The Cohort and its attrition (counts excluded by each criterion, in order).
 
     One pass over the ``.csv.gz`` writes the stays and the raw measurements of every concept's
-    itemids as parquet (``events_pass``); a numba loop then converts, range-checks and bins them
+    itemids as parquet (``events_pass``); binning then converts, range-checks and bins them
     into the Cohort (``dense_from_events``).
     With ``cache_dir`` the measurements cover the first ``CACHE_HORIZON_HOURS`` of every ICU stay
     and every concept and are kept under ``cache_dir/events/``, so a later extraction with another
