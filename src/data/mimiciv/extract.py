@@ -546,9 +546,10 @@ def _bin_kernel():
 def _prepare_numpy(
     sidx, item, dt, v, pos_of, lut, convert, mult, add, low, high, feat, stat, n_t, n_f, n_s
 ):  # fmt: skip
-    """The per-row half of ``_bin_numpy``: ``(cell, value, static)`` of the rows to add, value in
-    float32 and ``static`` the ``(stay x static, dt, value)`` candidates, earliest first. Pure
-    numpy with the GIL released, so reader threads run it on row groups side by side."""
+    """The per-row half of ``_bin_kernel``'s loop in numpy, for inputs too small to pay numba's
+    start: ``(cell, value, static)`` of the rows to add, value in float32 and ``static`` the
+    ``(stay x static, dt, value)`` candidates, earliest first. Pure numpy with the GIL released,
+    so reader threads run it on row groups side by side."""
     # take rather than [], and clip rather than a minimum: about 20% less time in this function
     j = np.r_[lut, -1].take(item, mode="clip")  # -1: not a concept's itemid (or past the table)
     pos = pos_of.take(sidx)
@@ -574,7 +575,8 @@ def _prepare_numpy(
 
 
 def _add_numpy(prepared, sums, counts, first_dt, first_v) -> int:
-    """The in-order half of ``_bin_numpy``: adds one prepared row group to the outputs."""
+    """The in-order half: adds one prepared row group to the outputs, the sums in row order by
+    ``np.add.at`` as the loop adds them, so both give the same bits."""
     cell, x, static = prepared
     np.add.at(sums, cell, x)  # in row order, as the numba loop adds
     np.add.at(counts, cell, np.ones(len(cell), np.uint16))  # a scalar 1 is 10x slower
@@ -584,18 +586,6 @@ def _add_numpy(prepared, sums, counts, first_dt, first_v) -> int:
         first_dt[lin[better]] = d[better]
         first_v[lin[better]] = x[better]
     return len(cell)
-
-
-def _bin_numpy(
-    sidx, item, dt, v, pos_of, lut, convert, mult, add, low, high, feat, stat,
-    n_t, n_f, n_s, sums, counts, first_dt, first_v,
-):  # fmt: skip
-    """``_bin_kernel``'s loop in numpy, for small inputs: the same cells, sums (added in row
-    order by ``np.add.at``) and earliest statics, without numba's start-up cost."""
-    prepared = _prepare_numpy(
-        sidx, item, dt, v, pos_of, lut, convert, mult, add, low, high, feat, stat, n_t, n_f, n_s
-    )
-    return _add_numpy(prepared, sums, counts, first_dt, first_v)
 
 
 def dense_from_events(
