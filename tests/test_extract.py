@@ -346,7 +346,7 @@ def test_events_cache_gives_the_same_cohort_and_is_reused(db, tmp_path, caplog, 
     np.testing.assert_array_equal(cached.static_num, direct.static_num)
     assert len(list((tmp_path / "c" / "events").iterdir())) == 1
     # a second extraction with another window and feature set reads only the parquet cache
-    monkeypatch.setattr(ex, "events_sql", lambda *a: pytest.fail("read the csv again"))
+    monkeypatch.setattr(ex, "scan_table", lambda *a: pytest.fail("read the csv again"))
     monkeypatch.setattr(ex, "stays_sql", lambda *a: pytest.fail("read the csv again"))
     caplog.clear()
     again, _ = extract(db, window_hours=3, features=["hr"], cache_dir=tmp_path / "c")

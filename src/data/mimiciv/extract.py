@@ -1,11 +1,13 @@
 """MIMIC-IV (real or synthetic) to Cohort, in the spirit of YAIB's Mortality24 task.
 
-One pass in DuckDB, then one binning pass. DuckDB reads the ``.csv.gz`` tables directly and
-streams them: only the needed columns are typed, rows are filtered by itemid and joined to the ICU
-stays, and the kept measurements go to parquet (``events_pass``), so memory stays flat however
-large ``chartevents`` is. Binning then converts units, drops implausible values and bins the
-measurements into the dense ``[N, T, F]`` array, row group by row group (``dense_from_events``:
-a numba loop for large inputs, numpy in the reader threads below ``NUMBA_MIN_ROWS``).
+One streaming pass over the tables, then one binning pass. The pass (``events_pass``) streams
+each events ``.csv.gz`` through pyarrow's CSV reader with ISA-L inflating it (``events.py``):
+only the needed columns are typed, rows are filtered by itemid and joined to the ICU stays, and
+the kept measurements go to parquet, so memory stays flat however large ``chartevents`` is;
+DuckDB joins the small tables (stays, admissions, patients). Binning then converts units, drops
+implausible values and bins the measurements into the dense ``[N, T, F]`` array, row group by
+row group (``dense_from_events``: a numba loop for large inputs, numpy in the reader threads
+below ``NUMBA_MIN_ROWS``).
 
 Expected layout (MIMIC-IV v2.x and v3.x as PhysioNet ships them)::
 
@@ -45,13 +47,13 @@ import pandas as pd
 
 from src.data.atomic import atomic_dir
 from src.data.cohort import Cohort, encode_categories
+from src.data.mimiciv.events import COLUMNS, KEY_COLUMN, Stays, scan_table
 from src.data.mimiciv.schema import (
     CONCEPT_BY_NAME,
     STATIC_CAT_COLUMNS,
     STATIC_CHART_CONCEPTS,
     STATIC_NUM_NAMES,
     TABLES,
-    VALUE_COLUMN,
     select_concepts,
 )
 
@@ -130,9 +132,9 @@ def table_sql(root: Path, name: str) -> str:
 
 
 # --- extraction ----------------------------------------------------------------------------
-EVENT_TABLES = {"chartevents": "stay_id", "labevents": "subject_id", "outputevents": "stay_id"}
-EVENTS_CACHE_VERSION = 2
-COLUMNS = ["sidx", "itemid", "dt", "v"]  # of every events file, as events_sql writes them
+EVENT_TABLES = KEY_COLUMN  # each events table and the key joining it to the stays
+# 3: written by events.scan_table in file order (2: by DuckDB), the same columns and rows
+EVENTS_CACHE_VERSION = 3
 # Below this many rows to read, numpy in the reader threads is faster than numba with its
 # start-up of about 0.6 s per process (whole extractions from the cache, 2 cores: 12.4M rows
 # 0.81-0.99 s against 1.20-1.49 s, 18.3M 1.12-1.49 s against 1.44-1.54 s; above, 31.1M rows
@@ -141,10 +143,6 @@ NUMBA_MIN_ROWS = 24_000_000
 # numpy prepares a row group in slices of this many rows: its dozen temporaries then stay in
 # the core's cache (about 15% faster than whole 1M-row groups).
 NUMPY_SLICE_ROWS = 1 << 18
-# LZ4 and large row groups: the cache is read far more often than written. On the chartevents
-# thread (the pass's critical path) writing LZ4 costs about 0.5 s less than snappy at 10M rows,
-# and it decodes as fast, for a file of the same size; zstd decodes about three times slower.
-PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION lz4_raw, ROW_GROUP_SIZE 1048576"
 CACHE_HORIZON_HOURS = 168  # the events cache covers the first week of every ICU stay
 # Every concept the events cache holds, series (default and extra) then chart statics; a row's
 # ``cidx`` is a position in this list (the cache key hashes it, so editing a concept rebuilds the cache).
@@ -166,13 +164,13 @@ def connect(
     memory_limit: str | None = None,
     temp_directory: str | Path | None = None,
 ):
-    """A DuckDB connection set up for streaming large tables in bounded memory.
+    """A DuckDB connection, for the small tables (stays, admissions, patients), in bounded
+    memory.
 
     ``memory_limit`` (default ``$ICU_BACKDOOR_DUCKDB_MEMORY`` or 1GB) caps DuckDB's buffers; what
     does not fit spills to ``temp_directory``. ``threads`` defaults to ``$ICU_BACKDOOR_DUCKDB_
-    THREADS`` or the CPU count (at most 8: gzip decoding is per file, more threads buy nothing).
-    Insertion order is not kept (we never rely on it; keeping it costs memory). DuckDB's progress
-    bar is shown when stderr is a terminal."""
+    THREADS`` or the CPU count (at most 8). Insertion order is not kept (we never rely on it;
+    keeping it costs memory). DuckDB's progress bar is shown when stderr is a terminal."""
     import duckdb
 
     con = duckdb.connect()
@@ -381,43 +379,24 @@ def _source_arrays(tbl: str) -> dict[str, np.ndarray]:
     }
 
 
-def events_sql(sql: dict, tbl: str, horizon: int) -> str:
-    """Measurements of one events table as ``(sidx, itemid, dt, v)``: the stay's row in
-    ``stays.parquet``, the itemid, whole seconds after the stay's intime and the raw value.
-
-    Keeps rows with a concept's itemid and a value in the first ``horizon`` hours of an ICU stay,
-    joined to every stay they fall in (labevents by subject: a lab belongs to each stay of the
-    patient it falls in). Unit conversion, range checks and hour bins are left to
-    ``dense_from_events``: on two cores the pass over chartevents runs on one DuckDB thread, so
-    every column computed here would add to the longest table's time. ``day`` (whole days after
-    intime) partitions the files, so a 24 h window reads only the first day's rows."""
-    k, val = EVENT_TABLES[tbl], VALUE_COLUMN[tbl]
-    ids = ", ".join(str(i) for i in sorted({r[0] for r in _concept_rows(tbl)}))
-    return f"""
-        SELECT sidx, itemid, CAST(dt AS INTEGER) AS dt, v, CAST(dt // 86400 AS SMALLINT) AS day
-        FROM (
-            SELECT i.sidx, e.itemid, CAST(floor(epoch(e.charttime)) AS BIGINT) - i.t0 AS dt,
-                   e.{val} AS v
-            FROM {sql[tbl]} e JOIN icu_all i ON e.{k} = i.{k}
-            WHERE e.itemid IN ({ids}) AND e.{val} IS NOT NULL)
-        WHERE dt >= 0 AND dt < {int(horizon) * 3600}"""
-
-
 def events_pass(con, root: Path, sql: dict, out: Path, horizon: int) -> dict:
-    """The one pass over the ``.csv.gz``: ``out/stays.parquet`` (every ICU stay joined to its
+    """The one pass over the tables: ``out/stays.parquet`` (every ICU stay joined to its
     admission and patient, ordered by stay_id, row number ``sidx``) and ``out/<table>/day=<d>/``
-    with each events table's measurements (``events_sql``; the three tables decode concurrently,
-    one cursor each). Returns the files and ``stats`` (rows and seconds per table)."""
+    with each events table's measurements in the first ``horizon`` hours of a stay
+    (``events.scan_table``; the three tables stream side by side, one thread each). Returns the
+    files and ``stats`` (rows and seconds per table)."""
     t0 = time.perf_counter()
     # The events need only icustays; stays.parquet (with admissions and patients) is written
     # alongside them. Both number the stays by stay_id, so sidx agrees (a duplicated stay_id
     # would break that, and _select_stays rejects it).
-    con.execute(f"""CREATE OR REPLACE TABLE icu_all AS
+    icu = con.execute(f"""
         SELECT * FROM (
             SELECT CAST(row_number() OVER (ORDER BY stay_id) - 1 AS INTEGER) AS sidx, stay_id,
                    subject_id, CAST(floor(epoch(intime)) AS BIGINT) AS t0
             FROM {sql["icustays"]})
-        WHERE t0 IS NOT NULL""")
+        WHERE t0 IS NOT NULL AND stay_id IS NOT NULL AND subject_id IS NOT NULL
+        ORDER BY sidx""").fetchnumpy()
+    stays = Stays(**{k: np.asarray(icu[k]) for k in ("sidx", "stay_id", "subject_id", "t0")})
     log.info(
         "one pass over %s (first %d h of every ICU stay) into %s",
         ", ".join(str(table_path(root, t)) for t in EVENT_TABLES),
@@ -426,18 +405,17 @@ def events_pass(con, root: Path, sql: dict, out: Path, horizon: int) -> dict:
     )
 
     def scan(tbl: str) -> dict:
-        cur = con.cursor()
         ts = time.perf_counter()
-        n = cur.execute(
-            f"COPY ({events_sql(sql, tbl, horizon)}) TO "
-            f"{_sql_str(str(out / tbl))} ({PARQUET_OPTIONS}, PARTITION_BY (day))"
-        ).fetchone()[0]
-        cur.close()
+        path = table_path(root, tbl)
+        itemids = sorted({r[0] for r in _concept_rows(tbl)})
+        n = scan_table(
+            path, read_header(path), tbl, TABLES[tbl][1], itemids, stays, horizon, out / tbl
+        )
         dt = time.perf_counter() - ts
-        mb = table_path(root, tbl).stat().st_size / 2**20
+        mb = path.stat().st_size / 2**20
         log.info(
             "%s: %.0f MB in %.1f s (%.1f MB/s), %d measurements kept",
-            table_path(root, tbl).name,
+            path.name,
             mb,
             dt,
             mb / max(dt, 1e-9),
@@ -455,10 +433,9 @@ def events_pass(con, root: Path, sql: dict, out: Path, horizon: int) -> dict:
         cur.close()
 
     with ThreadPoolExecutor(len(EVENT_TABLES) + 1) as pool:
-        stays = pool.submit(write_stays)
+        written = pool.submit(write_stays)
         stats = dict(zip(EVENT_TABLES, pool.map(scan, EVENT_TABLES), strict=True))
-        stays.result()
-    con.execute("DROP TABLE icu_all")
+        written.result()
     log.info("one pass done in %.1f s", time.perf_counter() - t0)
     return {**_files(out), "stats": stats}
 
