@@ -25,6 +25,18 @@ STAYS = ev.Stays(
     subject_id=np.array([7, 9, 7]),
     t0=T0 + np.array([8, 10, 20]) * 3600,
 )
+# Two concepts: itemid 50912 (concept 3, plausible 0-10) and 50000 (concept 7, converted by
+# v * 2 + 1, plausible 0-100), as extract._source_arrays lays them out.
+SOURCES = {
+    "lut": np.full(50914, -1, np.int64),
+    "cidx": np.array([3, 7]),
+    "mult": np.array([1.0, 2.0]),
+    "add": np.array([0.0, 1.0]),
+    "convert": np.array([False, True]),
+    "low": np.array([0.0, 0.0]),
+    "high": np.array([10.0, 100.0]),
+}
+SOURCES["lut"][[50912, 50000]] = [0, 1]
 LAB_ROWS = [
     # kept: subject 7 at 09:00 falls in stay 0 (1 h) and before stay 2's intime (dropped there)
     '1,7,1,1,50912,2150-01-01 09:00:00,1.1,1.1,"a comment"',
@@ -38,12 +50,17 @@ LAB_ROWS = [
     "8,9,1,1,50912,2150-01-02 11:30:00.5,2.0,2.0,",  # 25.5 h into stay 1: day 1
     "9,9,1,1,50912,2150-01-01 09:59:59,3.0,3.0,",  # a second before intime
     "10,9,1,1,50912,2150-01-03 10:00:00,4.0,4.0,",  # at the horizon (48 h): out
+    "11,9,1,1,50000,2150-01-01 12:00:00,5,5,",  # converted: 11
+    "12,9,1,1,50000,2150-01-01 12:00:00,60,60,",  # converted: 121, implausible
+    "13,9,1,1,50912,2150-01-01 12:00:00,12,12,",  # implausible
+    "14,9,1,1,50912,2150-01-01 12:00:00,NaN,NaN,",  # not a number
 ]
-# (sidx, itemid, dt, v) per day, in file order
+# (sidx, cidx, dt, v) per day, in file order; values in float32, as the bins add them
 EXPECTED = {
-    0: [(0, 50912, 3600, 1.1), (0, 50912, 13 * 3600, 1.3), (2, 50912, 3600, 1.3)],
-    1: [(1, 50912, 25 * 3600 + 1800, 2.0)],
+    0: [(0, 3, 3600, 1.1), (0, 3, 13 * 3600, 1.3), (2, 3, 3600, 1.3), (1, 7, 2 * 3600, 11.0)],
+    1: [(1, 3, 25 * 3600 + 1800, 2.0)],
 }
+EXPECTED = {d: [(*r[:3], np.float32(r[3])) for r in rows] for d, rows in EXPECTED.items()}
 
 
 def _write(path, header, rows, compress=True):
@@ -59,7 +76,7 @@ def _write(path, header, rows, compress=True):
 
 def _scan(path, out, horizon=48):
     header = LAB_HEADER.split(",")
-    return ev.scan_table(path, header, "labevents", LAB_COLUMNS, [50912], STAYS, horizon, out)
+    return ev.scan_table(path, header, "labevents", LAB_COLUMNS, SOURCES, STAYS, horizon, out)
 
 
 def _read(out) -> dict:
@@ -87,14 +104,14 @@ def test_row_groups_and_blocks_do_not_change_the_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "BLOCK_BYTES", 256)  # many blocks, a quoted newline across some
     _scan(path, tmp_path / "many")
     one, many = _read(tmp_path / "one"), _read(tmp_path / "many")
-    assert one == many and len(one[0]) == 150
+    assert one == many and len(one[0]) == 200
     assert pq.ParquetFile(next((tmp_path / "many").glob("day=0/*"))).num_row_groups > 10
 
 
 def test_a_short_horizon_drops_later_rows(tmp_path):
     path = _write(tmp_path / "lab.csv.gz", LAB_HEADER, LAB_ROWS)
-    _scan(path, tmp_path / "out", horizon=2)
-    assert _read(tmp_path / "out") == {0: [EXPECTED[0][0], EXPECTED[0][2]]}
+    _scan(path, tmp_path / "out", horizon=3)
+    assert _read(tmp_path / "out") == {0: [EXPECTED[0][0], EXPECTED[0][2], EXPECTED[0][3]]}
 
 
 @pytest.mark.parametrize("keys", [[7, 9, 7, 3, 9, 9], [7, 10**12, 7, 3, 10**12, 10**12]])

@@ -421,29 +421,19 @@ def test_a_fraction_of_a_second_before_the_hour_stays_in_its_bin(tmp_path):
 
 def test_numba_and_numpy_binning_agree_row_for_row():
     """The two binners on random rows with everything that must be skipped or kept: excluded
-    stays, rows past the window, itemids no concept has, NaN and out-of-range values, converted
-    units, several values per bin and static ties (the first row wins)."""
+    stays, rows past the window, concepts outside the feature set, several values per bin and
+    static ties (the first row wins)."""
     rng = np.random.default_rng(0)
     n_rows, n_all, n, n_t, n_f, n_s = 20_000, 50, 30, 6, 4, 2
     pos_of = np.full(n_all, -1, np.int64)
     pos_of[rng.choice(n_all, n, replace=False)] = np.arange(n)
-    lut = np.full(12, -1, np.int64)
-    lut[[2, 5, 7, 9, 11]] = np.arange(5)  # itemids 0-13 occur: 12 and 13 lie past the table
-    src = (
-        lut,
-        np.array([False, True, False, False, True]),  # convert
-        np.array([1.0, 0.5, 1.0, 1.0, 2.0]),  # mult
-        np.array([0.0, -10.0, 0.0, 0.0, 1.0]),  # add
-        np.array([0.0, 0.0, 0.2, -np.inf, 0.0]),  # low
-        np.array([0.9, 0.3, np.inf, 0.5, 2.5]),  # high
-        np.array([0, 1, -1, 3, 2], np.int64),  # feat (-1: not in the feature set)
-        np.array([-1, -1, 0, 1, 1], np.int64),  # stat
-    )
+    feat = np.array([0, 1, -1, 3, 2, -1], np.int64)  # per concept (-1: not in the feature set)
+    stat = np.array([-1, -1, 0, 1, 1, -1], np.int64)  # concept 5 is neither: never added
     cols = (
         rng.integers(0, n_all, n_rows).astype(np.int32),
-        rng.integers(0, 14, n_rows).astype(np.int32),
+        rng.integers(0, 6, n_rows).astype(np.int16),
         (rng.integers(0, 9, n_rows) * 1800).astype(np.int32),  # ties in time, past 6 h too
-        np.where(rng.random(n_rows) < 0.05, np.nan, rng.random(n_rows)),
+        rng.random(n_rows).astype(np.float32),
     )
 
     def bin_numpy(*args):  # the two halves as dense_from_events runs them, with the loop's args
@@ -459,14 +449,16 @@ def test_numba_and_numpy_binning_agree_row_for_row():
             np.full(n * n_s, np.iinfo(np.int64).max),
             np.full(n * n_s, np.nan),
         )
+        added = 0
         for a in range(0, n_rows, 7_000):  # in batches, as row groups come
             batch = [c[a : a + 7_000] for c in cols]
-            binner(*batch, pos_of, *src, n_t, n_f, n_s, *out)
-        results.append(out)
+            added += binner(*batch, pos_of, feat, stat, n_t, n_f, n_s, *out)
+        results.append((*out, added))
     for a, b in zip(*results, strict=True):
         np.testing.assert_array_equal(a, b)
-    sums, counts, first_dt, _ = results[0]
-    assert counts.sum() > 1000 and (counts > 1).any() and (first_dt < 6 * 3600).sum() > 10
+    sums, counts, first_dt, _, added = results[0]
+    assert counts.sum() == added and added > 1000
+    assert (counts > 1).any() and (first_dt < 6 * 3600).sum() > 10
 
 
 def test_binning_compiles_without_a_writable_cache(monkeypatch):
@@ -485,7 +477,6 @@ def test_binning_compiles_without_a_writable_cache(monkeypatch):
     kernel = ex._bin_kernel.__wrapped__()
     out = (np.zeros(2, np.float32), np.zeros(2, np.uint16), np.full(1, 99), np.full(1, np.nan))
     i4 = np.zeros(1, np.int32)
-    src = (np.array([0]), np.array([False]), np.ones(1), np.zeros(1), np.zeros(1), np.ones(1))
-    n = kernel(i4, i4, i4, np.array([0.5]), np.array([0]), *src, np.array([0]),
-               np.array([-1]), 1, 2, 1, *out)  # fmt: skip
+    n = kernel(i4, np.zeros(1, np.int16), i4, np.array([0.5], np.float32), np.array([0]),
+               np.array([0]), np.array([-1]), 1, 2, 1, *out)  # fmt: skip
     assert n == 1 and out[0][0] == 0.5 and out[1][0] == 1

@@ -6,9 +6,12 @@ converts the four columns used; ISA-L (python-isal) inflates the gzip stream abo
 faster than zlib. numpy then keeps the rows with a concept's itemid and a value, joins them to
 every ICU stay they belong to (chartevents and outputevents by ``stay_id``, labevents by
 ``subject_id``: a lab belongs to each stay of its patient), keeps the first ``horizon`` hours of
-each stay and writes ``(sidx, itemid, dt, v)``: the stay's row in ``stays.parquet``, the itemid,
-whole seconds after the stay's intime and the raw value. Unit conversion, range checks and hour
-bins are left to ``extract.dense_from_events``, which reads these files for any window.
+each stay, converts units, drops values outside the concept's plausible range and writes
+``(sidx, cidx, dt, v)``: the stay's row in ``stays.parquet``, the concept's index in
+``extract.ALL_CONCEPTS``, whole seconds after the stay's intime and the value in the concept's
+unit (float32, as the bins add it). Hour bins are left to ``extract.dense_from_events``, which
+reads these files for any window and feature set: every later extraction skips the itemid lookup,
+the conversion and the range check.
 
 Memory is one block and at most a row group per day partition, whatever the table's size.
 Rows keep the file's order, so the same tables always give the same files.
@@ -41,7 +44,7 @@ ROW_GROUP_ROWS = 1 << 20
 PROGRESS_SECONDS = 15.0  # a progress line per table at most this often
 # The column joining each table to the stays.
 KEY_COLUMN = {"chartevents": "stay_id", "labevents": "subject_id", "outputevents": "stay_id"}
-COLUMNS = ["sidx", "itemid", "dt", "v"]
+COLUMNS = ["sidx", "cidx", "dt", "v"]
 
 
 @dataclass(frozen=True)
@@ -157,14 +160,15 @@ def scan_table(
     header: list[str],
     tbl: str,
     columns: dict[str, str],
-    itemids: list[int],
+    sources: dict[str, np.ndarray],
     stays: Stays,
     horizon_hours: int,
     out: Path,
 ) -> int:
     """Streams table ``tbl`` at ``path`` (``.csv.gz`` or ``.csv`` with ``header``; ``columns``
     the ones to read, with their DuckDB types) into ``out/day=<d>/`` (see the module
-    docstring). Returns the number of rows written."""
+    docstring). ``sources`` (``extract._source_arrays``) maps an itemid to its concept, unit
+    conversion and plausible range. Returns the number of rows written."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
@@ -172,8 +176,7 @@ def scan_table(
     time_name, item_name = "charttime", "itemid"
     value_name = VALUE_COLUMN[tbl]
     index = KeyIndex(stays.stay_id if key_name == "stay_id" else stays.subject_id)
-    wanted = np.zeros(max(itemids, default=0) + 2, bool)  # the last entry: past the table
-    wanted[itemids] = True
+    wanted = sources["lut"] >= 0  # its last entry is -1: itemids past the table
     limit = int(horizon_hours) * 3600
     writer = DayWriter(out)
     raw = open(path, "rb")  # noqa: SIM115 (closed below; its position is the progress)
@@ -205,7 +208,8 @@ def scan_table(
                 if done is not None:
                     total += done.result()
                 done = worker.submit(_scan_batch, batch, key_name, item_name, time_name,
-                                     value_name, wanted, index, stays, limit, writer)  # fmt: skip
+                                     value_name, wanted, sources, index, stays, limit,
+                                     writer)  # fmt: skip
                 if time.perf_counter() - t_log < PROGRESS_SECONDS:
                     continue
                 t_log = time.perf_counter()
@@ -230,8 +234,8 @@ def scan_table(
     return total
 
 
-def _scan_batch(batch, key_name, item_name, time_name, value_name, wanted, index, stays,
-                limit, writer) -> int:  # fmt: skip
+def _scan_batch(batch, key_name, item_name, time_name, value_name, wanted, sources, index,
+                stays, limit, writer) -> int:  # fmt: skip
     names = batch.schema.names
     item, item_ok = _values(batch.column(names.index(item_name)), 0)
     keep = wanted.take(item, mode="clip")  # a concept's itemid (0 and negatives are none)
@@ -248,17 +252,24 @@ def _scan_batch(batch, key_name, item_name, time_name, value_name, wanted, index
     rows = np.flatnonzero(keep)
     if not len(rows):
         return 0
+    # the concept's unit and plausible range (NaN is out), before the join multiplies labs
+    j = sources["lut"].take(item.take(rows), mode="clip")
+    x = cols[value_name].take(rows).astype(np.float64)
+    conv = np.flatnonzero(sources["convert"].take(j))  # few itemids, few rows
+    if len(conv):
+        x[conv] = x[conv] * sources["mult"].take(j[conv]) + sources["add"].take(j[conv])
+    ok = (x >= sources["low"].take(j)) & (x <= sources["high"].take(j))
+    rows, j, x = rows[ok], j[ok], x[ok]
     r, stay = index.join(cols[key_name].take(rows))
-    rows = rows.take(r)
-    dt = cols[time_name].take(rows) // 1_000_000 - stays.t0.take(stay)  # whole seconds, floored
+    dt = cols[time_name].take(rows.take(r)) // 1_000_000 - stays.t0.take(stay)  # whole s, floored
     inside = (dt >= 0) & (dt < limit)
-    rows, stay, dt = rows[inside], stay[inside], dt[inside]
+    r, stay, dt = r[inside], stay[inside], dt[inside]
     day = dt // 86400
     part = {
         "sidx": stays.sidx.take(stay).astype(np.int32),
-        "itemid": item.take(rows).astype(np.int32),
+        "cidx": sources["cidx"].take(j.take(r)).astype(np.int16),
         "dt": dt.astype(np.int32),
-        "v": cols[value_name].take(rows).astype(np.float64),
+        "v": x.take(r).astype(np.float32),  # as the bins add it; the statics' first value too
     }
     per_day = np.bincount(day)
     if np.count_nonzero(per_day) == 1:

@@ -2,12 +2,12 @@
 
 One streaming pass over the tables, then one binning pass. The pass (``events_pass``) streams
 each events ``.csv.gz`` through pyarrow's CSV reader with ISA-L inflating it (``events.py``):
-only the needed columns are typed, rows are filtered by itemid and joined to the ICU stays, and
-the kept measurements go to parquet, so memory stays flat however large ``chartevents`` is;
-DuckDB joins the small tables (stays, admissions, patients). Binning then converts units, drops
-implausible values and bins the measurements into the dense ``[N, T, F]`` array, row group by
-row group (``dense_from_events``: a numba loop for large inputs, numpy in the reader threads
-below ``NUMBA_MIN_ROWS``).
+only the needed columns are typed, rows are filtered by itemid, converted to the concept's unit,
+range-checked and joined to the ICU stays, and the kept values go to parquet, so memory stays
+flat however large ``chartevents`` is; DuckDB joins the small tables (stays, admissions,
+patients). Binning then adds the values into the dense ``[N, T, F]`` array, row group by row
+group (``dense_from_events``: a numba loop for large inputs, numpy in the reader threads below
+``NUMBA_MIN_ROWS``).
 
 Expected layout (MIMIC-IV v2.x and v3.x as PhysioNet ships them)::
 
@@ -133,8 +133,9 @@ def table_sql(root: Path, name: str) -> str:
 
 # --- extraction ----------------------------------------------------------------------------
 EVENT_TABLES = KEY_COLUMN  # each events table and the key joining it to the stays
-# 3: written by events.scan_table in file order (2: by DuckDB), the same columns and rows
-EVENTS_CACHE_VERSION = 3
+# 4: (sidx, cidx, dt, v) with v converted and range-checked, in file order (events.scan_table);
+# 2: (sidx, itemid, dt, raw v), written by DuckDB
+EVENTS_CACHE_VERSION = 4
 # Below this many rows to read, numpy in the reader threads is faster than numba with its
 # start-up of about 0.6 s per process (whole extractions from the cache, 2 cores: 12.4M rows
 # 0.81-0.99 s against 1.20-1.49 s, 18.3M 1.12-1.49 s against 1.44-1.54 s; above, 31.1M rows
@@ -198,9 +199,9 @@ def extract(
 ) -> tuple[Cohort, dict]:
     """The Cohort and its attrition (counts excluded by each criterion, in order).
 
-    One pass over the ``.csv.gz`` writes the stays and the raw measurements of every concept's
-    itemids as parquet (``events_pass``); binning then converts, range-checks and bins them
-    into the Cohort (``dense_from_events``).
+    One pass over the ``.csv.gz`` writes the stays and every concept's values (converted to its
+    unit, inside its plausible range) as parquet (``events_pass``); binning then adds them into
+    the Cohort (``dense_from_events``).
     With ``cache_dir`` the measurements cover the first ``CACHE_HORIZON_HOURS`` of every ICU stay
     and every concept and are kept under ``cache_dir/events/``, so a later extraction with another
     window, feature set or criterion skips the ``.csv.gz``; without, they cover the window only
@@ -360,11 +361,12 @@ def _concept_rows(tbl: str) -> list[tuple]:
 
 
 def _source_arrays(tbl: str) -> dict[str, np.ndarray]:
-    """``_concept_rows(tbl)`` as arrays, with ``lut`` mapping an itemid to its row (open ranges
-    as infinities) and ``convert`` marking the rows with a unit conversion."""
+    """``_concept_rows(tbl)`` as arrays, with ``lut`` mapping an itemid to its row (-1: none;
+    the last entry is -1, so itemids past the table clip to it), open ranges as infinities and
+    ``convert`` marking the rows with a unit conversion."""
     rows = _concept_rows(tbl)
     itemid = np.array([r[0] for r in rows], np.int64)
-    lut = np.full(int(itemid.max()) + 1 if len(rows) else 1, -1, np.int64)
+    lut = np.full(int(itemid.max()) + 2 if len(rows) else 1, -1, np.int64)
     lut[itemid] = np.arange(len(rows))
     mult = np.array([r[2] for r in rows], np.float64)
     add = np.array([r[3] for r in rows], np.float64)
@@ -382,7 +384,7 @@ def _source_arrays(tbl: str) -> dict[str, np.ndarray]:
 def events_pass(con, root: Path, sql: dict, out: Path, horizon: int) -> dict:
     """The one pass over the tables: ``out/stays.parquet`` (every ICU stay joined to its
     admission and patient, ordered by stay_id, row number ``sidx``) and ``out/<table>/day=<d>/``
-    with each events table's measurements in the first ``horizon`` hours of a stay
+    with each events table's concept values in the first ``horizon`` hours of a stay
     (``events.scan_table``; the three tables stream side by side, one thread each). Returns the
     files and ``stats`` (rows and seconds per table)."""
     t0 = time.perf_counter()
@@ -407,9 +409,15 @@ def events_pass(con, root: Path, sql: dict, out: Path, horizon: int) -> dict:
     def scan(tbl: str) -> dict:
         ts = time.perf_counter()
         path = table_path(root, tbl)
-        itemids = sorted({r[0] for r in _concept_rows(tbl)})
         n = scan_table(
-            path, read_header(path), tbl, TABLES[tbl][1], itemids, stays, horizon, out / tbl
+            path,
+            read_header(path),
+            tbl,
+            TABLES[tbl][1],
+            _source_arrays(tbl),
+            stays,
+            horizon,
+            out / tbl,
         )
         dt = time.perf_counter() - ts
         mb = path.stat().st_size / 2**20
@@ -483,34 +491,30 @@ def _stat(p: Path) -> list:
 def _bin_kernel():
     """The compiled per-row loop of ``dense_from_events``.
 
-    numba rather than numpy: numpy needs a dozen masks, gathers and compresses over every row
-    plus two ``np.add.at`` scatters; this loop does the same in one pass, about 2x faster over a
-    whole extraction at 50M rows. Compiled once per machine (cached on disk beside the module or
-    in numba's user cache); importing numba and loading the kernel still take about 0.6 s per
+    numba rather than numpy: numpy needs several masks and gathers over every row plus two
+    ``np.add.at`` scatters; this loop does the same in one pass, about 2x faster over a whole
+    extraction at 50M rows. Compiled once per machine (cached on disk beside the module or in
+    numba's user cache); importing numba and loading the kernel still take about 0.6 s per
     process, so smaller inputs go to numpy in the reader threads (``NUMBA_MIN_ROWS``)."""
     import numba
 
     def bin_rows(
-        sidx, item, dt, v, pos_of, lut, convert, mult, add, low, high, feat, stat,
-        n_t, n_f, n_s, sums, counts, first_dt, first_v,
+        sidx, cidx, dt, v, pos_of, feat, stat, n_t, n_f, n_s, sums, counts, first_dt, first_v
     ):  # fmt: skip
         limit, n = n_t * 3600, 0
         for r in range(len(sidx)):
             p = pos_of[sidx[r]]
-            if p < 0 or dt[r] >= limit or item[r] >= len(lut) or lut[item[r]] < 0:
+            if p < 0 or dt[r] >= limit:
                 continue
-            j = lut[item[r]]
-            x = v[r] * mult[j] + add[j] if convert[j] else v[r]
-            if not (x >= low[j] and x <= high[j]):  # the concept's plausible range (NaN: out)
-                continue
-            if feat[j] >= 0:
-                cell = (p * n_t + dt[r] // 3600) * n_f + feat[j]
-                sums[cell] += np.float32(x)
+            f, s = feat[cidx[r]], stat[cidx[r]]
+            if f >= 0:
+                cell = (p * n_t + dt[r] // 3600) * n_f + f
+                sums[cell] += v[r]
                 counts[cell] += 1
                 n += 1
-            if stat[j] >= 0 and dt[r] < first_dt[p * n_s + stat[j]]:  # ties: the first row
-                first_dt[p * n_s + stat[j]] = dt[r]
-                first_v[p * n_s + stat[j]] = x
+            if s >= 0 and dt[r] < first_dt[p * n_s + s]:  # ties: the first row
+                first_dt[p * n_s + s] = dt[r]
+                first_v[p * n_s + s] = v[r]
         return n
 
     try:
@@ -520,35 +524,24 @@ def _bin_kernel():
     return bin_rows
 
 
-def _prepare_numpy(
-    sidx, item, dt, v, pos_of, lut, convert, mult, add, low, high, feat, stat, n_t, n_f, n_s
-):  # fmt: skip
+def _prepare_numpy(sidx, cidx, dt, v, pos_of, feat, stat, n_t, n_f, n_s):
     """The per-row half of ``_bin_kernel``'s loop in numpy, for inputs too small to pay numba's
-    start: ``(cell, value, static)`` of the rows to add, value in float32 and ``static`` the
-    ``(stay x static, dt, value)`` candidates, earliest first. Pure numpy with the GIL released,
-    so reader threads run it on row groups side by side."""
-    # take rather than [], and clip rather than a minimum: about 20% less time in this function
-    j = np.r_[lut, -1].take(item, mode="clip")  # -1: not a concept's itemid (or past the table)
-    pos = pos_of.take(sidx)
-    ok = (j >= 0) & (pos >= 0) & (dt < n_t * 3600)
-    j, pos, d, x = j[ok], pos[ok], dt[ok], v[ok]  # compressed once: later steps see kept rows
-    c = np.flatnonzero(convert[j])  # unit conversions: few itemids, few rows
-    if len(c):
-        x[c] = x[c] * mult[j[c]] + add[j[c]]
-    ok = (x >= low.take(j)) & (x <= high.take(j))  # the concept's plausible range (NaN: out)
-    f = feat.take(j)
-    kf = ok & (f >= 0)
-    cell = (pos[kf] * n_t + d[kf] // 3600) * n_f + f[kf]
-    s = stat.take(j)
-    k = ok & (s >= 0)
+    start: ``(cell, value, static)`` of the rows to add, ``static`` the ``(stay x static, dt,
+    value)`` candidates, earliest first. Pure numpy with the GIL released, so reader threads run
+    it on row groups side by side."""
+    pos, f = pos_of.take(sidx), feat.take(cidx)
+    kf = (f >= 0) & (pos >= 0) & (dt < n_t * 3600)
+    cell = (pos[kf] * n_t + dt[kf] // 3600) * n_f + f[kf]
     static = None
+    s = stat.take(cidx)
+    k = (s >= 0) & (pos >= 0) & (dt < n_t * 3600)
     if k.any():
-        lin, d, xs = pos[k] * n_s + s[k], d[k], x[k]
+        lin, d, xs = pos[k] * n_s + s[k], dt[k], v[k]
         order = np.lexsort((d, lin))  # per stay and static the earliest; ties: the first row
         lin, d, xs = lin[order], d[order], xs[order]
         first = np.r_[True, lin[1:] != lin[:-1]]
         static = lin[first], d[first], xs[first]
-    return cell, x[kf].astype(np.float32), static
+    return cell, v[kf], static
 
 
 def _add_numpy(prepared, sums, counts, first_dt, first_v) -> int:
@@ -597,11 +590,6 @@ def dense_from_events(
         np.full(n * n_s, np.iinfo(np.int64).max),
         np.full(n * n_s, np.nan),
     )
-    srcs = {}  # per table, the binners' arguments between pos_of and n_t
-    for tbl in EVENT_TABLES:
-        a = _source_arrays(tbl)
-        keys = ("lut", "convert", "mult", "add", "low", "high")
-        srcs[tbl] = (*(a[k] for k in keys), feat[a["cidx"]], stat[a["cidx"]])
     parts = [  # the day partitions the window needs, with their parquet footers
         (tbl, f, pq.ParquetFile(f).metadata)
         for tbl in EVENT_TABLES
@@ -615,23 +603,23 @@ def dense_from_events(
     kernel = _bin_kernel() if rows >= NUMBA_MIN_ROWS else None
 
     def read(task):
-        tbl, f, rg = task
+        _, f, rg = task
         b = pq.ParquetFile(f).read_row_group(rg, columns=COLUMNS, use_threads=False)
         cols = [b.column(c).to_numpy() for c in COLUMNS]
         if kernel is not None:
-            return tbl, cols
+            return cols
         step = NUMPY_SLICE_ROWS
-        return tbl, [
-            _prepare_numpy(*(c[a : a + step] for c in cols), pos_of, *srcs[tbl], n_t, n_f, n_s)
+        return [
+            _prepare_numpy(*(c[a : a + step] for c in cols), pos_of, feat, stat, n_t, n_f, n_s)
             for a in range(0, len(cols[0]), step)
         ]
 
     t0, n_rows = time.perf_counter(), 0
 
-    def add(tbl, cols) -> int:
+    def add(cols) -> int:
         if kernel is None:
             return sum(_add_numpy(p, *out) for p in cols)
-        return kernel(*cols, pos_of, *srcs[tbl], n_t, n_f, n_s, *out)
+        return kernel(*cols, pos_of, feat, stat, n_t, n_f, n_s, *out)
 
     workers = _threads(threads)
     with ThreadPoolExecutor(workers) as pool:
@@ -639,9 +627,9 @@ def dense_from_events(
         for task in tasks:  # at most 2 row groups per worker wait, so memory stays bounded
             pending.append(pool.submit(read, task))
             if len(pending) > 2 * workers:
-                n_rows += add(*pending.popleft().result())
+                n_rows += add(pending.popleft().result())
         while pending:
-            n_rows += add(*pending.popleft().result())
+            n_rows += add(pending.popleft().result())
     series, counts = out[0].reshape(-1, n_f), out[1].reshape(-1, n_f)
     is_sum = np.array([c.agg == "sum" for c in concepts], bool)
     for a in range(0, len(series), 1 << 16):  # in blocks: a whole divisor would add the output
