@@ -144,3 +144,14 @@ def test_long_scans_log_their_progress(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(ev, "PROGRESS_SECONDS", -1.0)
     _scan(_write(tmp_path / "lab.csv.gz", LAB_HEADER, LAB_ROWS), tmp_path / "out")
     assert re.search(r"lab\.csv\.gz: \d+% of 0 MB read, \d+ measurements kept", caplog.text)
+
+
+def test_a_failed_scan_stops_its_inflating_thread(tmp_path):
+    import threading
+
+    before = threading.active_count()
+    # the bad row comes first, with megabytes still to inflate behind it
+    path = _write(tmp_path / "lab.csv.gz", LAB_HEADER, ["11,7,1", *LAB_ROWS * 20_000])
+    with pytest.raises(ValueError, match="Expected 9 columns"):
+        _scan(path, tmp_path / "out")
+    assert threading.active_count() == before

@@ -182,14 +182,12 @@ def scan_table(
     wanted = sources["lut"] >= 0  # its last entry is -1: itemids past the table
     limit = int(horizon_hours) * 3600
     writer = DayWriter(out)
-    raw = open(path, "rb")  # noqa: SIM115 (closed below; its position is the progress)
+    raw = src = open(path, "rb")  # noqa: SIM115 (closed below; its position is the progress)
     try:
         if path.suffix == ".gz":  # inflated in a thread of its own, ahead of the parser
             from isal import igzip_threaded
 
             src = igzip_threaded.open(raw, "rb", threads=1)
-        else:
-            src = raw
         reader = pcsv.open_csv(
             src,
             read_options=pcsv.ReadOptions(
@@ -233,6 +231,7 @@ def scan_table(
             raise
         raise ValueError(f"{path}: cannot be read as a MIMIC-IV {tbl} table: {e}") from e
     finally:
+        src.close()  # stops the inflating thread, also after an error
         raw.close()
     return total
 
