@@ -1,5 +1,6 @@
 """One events table (``chartevents``, ``labevents``, ``outputevents``) in one streaming pass:
-``.csv.gz`` in, the measurements a cohort can need out, as parquet partitioned by day.
+``.csv.gz`` in, the measurements a cohort can need out, as parquet partitioned by whole days
+after intime (so a 24 h window reads only the first day's files).
 
 pyarrow's streaming CSV reader parses the table block by block (1 MB of text each) and only
 converts the four columns used; ISA-L (python-isal) inflates the gzip stream about five times
