@@ -139,10 +139,11 @@ EVENTS_CACHE_VERSION = 4
 # Below this many rows to read, numpy in the reader threads is faster than numba with its
 # start-up of about 0.6 s per process (whole extractions from the cache, 2 cores: 12.4M rows
 # 0.81-0.99 s against 1.20-1.49 s, 18.3M 1.12-1.49 s against 1.44-1.54 s; above, 31.1M rows
-# 1.82-2.18 s against 1.39-1.58 s).
+# 1.82-2.18 s against 1.39-1.58 s). Measured with session 4's binners; with the lighter ones
+# of the concept-value cache the two were within noise at 31M and 62M rows, so it stays.
 NUMBA_MIN_ROWS = 24_000_000
-# numpy prepares a row group in slices of this many rows: its dozen temporaries then stay in
-# the core's cache (about 15% faster than whole 1M-row groups).
+# numpy prepares a row group in slices of this many rows: its temporaries then stay in the
+# core's cache (about 15% faster than whole 1M-row groups, measured with session 4's binner).
 NUMPY_SLICE_ROWS = 1 << 18
 CACHE_HORIZON_HOURS = 168  # the events cache covers the first week of every ICU stay
 # Every concept the events cache holds, series (default and extra) then chart statics; a row's
@@ -529,12 +530,12 @@ def _prepare_numpy(sidx, cidx, dt, v, pos_of, feat, stat, n_t, n_f, n_s):
     start: ``(cell, value, static)`` of the rows to add, ``static`` the ``(stay x static, dt,
     value)`` candidates, earliest first. Pure numpy with the GIL released, so reader threads run
     it on row groups side by side."""
-    pos, f = pos_of.take(sidx), feat.take(cidx)
-    kf = (f >= 0) & (pos >= 0) & (dt < n_t * 3600)
+    pos, f, s = pos_of.take(sidx), feat.take(cidx), stat.take(cidx)
+    live = (pos >= 0) & (dt < n_t * 3600)  # a cohort stay, inside the window
+    kf = live & (f >= 0)
     cell = (pos[kf] * n_t + dt[kf] // 3600) * n_f + f[kf]
     static = None
-    s = stat.take(cidx)
-    k = (s >= 0) & (pos >= 0) & (dt < n_t * 3600)
+    k = live & (s >= 0)
     if k.any():
         lin, d, xs = pos[k] * n_s + s[k], dt[k], v[k]
         order = np.lexsort((d, lin))  # per stay and static the earliest; ties: the first row
