@@ -110,9 +110,8 @@ def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def table_sql(root: Path, name: str) -> str:
-    """``read_csv(...)`` over table ``name`` with every column declared: the ones the extractor
-    uses with their types, the rest VARCHAR (never parsed further). Checks the header first so a
+def checked_header(root: Path, name: str) -> list[str]:
+    """The columns of table ``name``, checked to hold every one the extractor reads, so a
     missing column is named with its file."""
     path = table_path(root, name)
     header = read_header(path)
@@ -124,6 +123,15 @@ def table_sql(root: Path, name: str) -> str:
             f"(found: {', '.join(header)}); the extractor reads "
             f"{', '.join(needed)}"
         )
+    return header
+
+
+def table_sql(root: Path, name: str, header: list[str]) -> str:
+    """``read_csv(...)`` over table ``name`` with every column of ``header`` (``checked_header``'s)
+    declared: the ones the extractor uses with their types, the rest VARCHAR (never parsed
+    further)."""
+    path = table_path(root, name)
+    needed = TABLES[name][1]
     cols = ", ".join(f"{_sql_str(c)}: {_sql_str(needed.get(c, 'VARCHAR'))}" for c in header)
     return (
         f"read_csv({_sql_str(str(path))}, header = true, delim = ',', quote = '\"', "
@@ -212,17 +220,18 @@ def extract(
     concepts = select_concepts(features)
     root = resolve_root(root)
     t0 = time.perf_counter()
-    sql = {name: table_sql(root, name) for name in TABLES}  # fails fast on a missing table
+    # every table's header first, so a missing table or column fails before any work
+    headers = {name: checked_header(root, name) for name in TABLES}
     with contextlib.ExitStack() as stack:
         if cache_dir is None:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="icu-events-")))
             con = stack.enter_context(connect(threads, memory_limit, work / "duckdb-tmp"))
-            files = events_pass(con, root, sql, work, int(window_hours))
+            files = events_pass(con, root, headers, work, int(window_hours))
         else:
             files = events_cache(
                 lambda: connect(threads, memory_limit, Path(cache_dir) / "duckdb-tmp"),
                 root,
-                sql,
+                headers,
                 cache_dir,
                 window_hours,
             )
@@ -382,13 +391,15 @@ def _source_arrays(tbl: str) -> dict[str, np.ndarray]:
     }
 
 
-def events_pass(con, root: Path, sql: dict, out: Path, horizon: int) -> dict:
-    """The one pass over the tables: ``out/stays.parquet`` (every ICU stay joined to its
-    admission and patient, ordered by stay_id, row number ``sidx``) and ``out/<table>/day=<d>/``
-    with each events table's concept values in the first ``horizon`` hours of a stay
-    (``events.scan_table``; the three tables stream side by side, one thread each). Returns the
-    files and ``stats`` (rows and seconds per table)."""
+def events_pass(con, root: Path, headers: dict, out: Path, horizon: int) -> dict:
+    """The one pass over the tables (``headers``: ``checked_header`` of each):
+    ``out/stays.parquet`` (every ICU stay joined to its admission and patient, ordered by
+    stay_id, row number ``sidx``, in DuckDB) and ``out/<table>/day=<d>/`` with each events
+    table's concept values in the first ``horizon`` hours of a stay (``events.scan_table``; the
+    three tables stream side by side, one thread each). Returns the files and ``stats`` (rows and
+    seconds per table)."""
     t0 = time.perf_counter()
+    sql = {n: table_sql(root, n, h) for n, h in headers.items() if n not in EVENT_TABLES}
     # The events need only icustays; stays.parquet (with admissions and patients) is written
     # alongside them. Both number the stays by stay_id, so sidx agrees (a duplicated stay_id
     # would break that, and _select_stays rejects it).
@@ -412,7 +423,7 @@ def events_pass(con, root: Path, sql: dict, out: Path, horizon: int) -> dict:
         path = table_path(root, tbl)
         n = scan_table(
             path,
-            read_header(path),
+            headers[tbl],
             tbl,
             TABLES[tbl][1],
             _source_arrays(tbl),
@@ -455,7 +466,7 @@ def _files(folder: Path) -> dict[str, Path]:
 
 
 def events_cache(
-    open_con, root: Path, sql: dict, cache_dir: str | Path, window_hours: int
+    open_con, root: Path, headers: dict, cache_dir: str | Path, window_hours: int
 ) -> dict[str, Path]:
     """``events_pass`` over the first ``max(CACHE_HORIZON_HOURS, window_hours)`` hours of every
     stay, kept in ``cache_dir/events/`` and reused by any later extraction.
@@ -478,7 +489,7 @@ def events_cache(
         return files
     with atomic_dir(path) as tmp:
         with open_con() as con:  # DuckDB only on a miss: a hit reads parquet with pyarrow
-            stats = events_pass(con, root, sql, tmp, horizon)["stats"]
+            stats = events_pass(con, root, headers, tmp, horizon)["stats"]
         (tmp / "meta.json").write_text(json.dumps({**ident, "stats": stats}, indent=1))
     return files
 
