@@ -152,11 +152,11 @@ def _arrow_type(duckdb_type: str):
     }[duckdb_type]
 
 
-def _values(arr, fill) -> tuple[np.ndarray, np.ndarray | None]:
-    """An arrow column as numpy, and its validity (None when it has no nulls)."""
+def _values(arr) -> tuple[np.ndarray, np.ndarray | None]:
+    """An arrow column as numpy (nulls as 0), and its validity (None when it has no nulls)."""
     if arr.null_count == 0:
         return arr.to_numpy(), None
-    return arr.fill_null(fill).to_numpy(), arr.is_valid().to_numpy(zero_copy_only=False)
+    return arr.fill_null(0).to_numpy(), arr.is_valid().to_numpy(zero_copy_only=False)
 
 
 def scan_table(
@@ -240,7 +240,7 @@ def scan_table(
 def _scan_batch(batch, key_name, item_name, time_name, value_name, wanted, sources, index,
                 stays, limit, writer) -> int:  # fmt: skip
     names = batch.schema.names
-    item, item_ok = _values(batch.column(names.index(item_name)), 0)
+    item, item_ok = _values(batch.column(names.index(item_name)))
     keep = wanted.take(item, mode="clip")  # a concept's itemid (0 and negatives are none)
     if item_ok is not None:
         keep &= item_ok
@@ -249,7 +249,7 @@ def _scan_batch(batch, key_name, item_name, time_name, value_name, wanted, sourc
         arr = batch.column(names.index(name))
         if name == time_name:
             arr = arr.view("int64")  # microseconds since the epoch, without a copy
-        cols[name], ok = _values(arr, 0)
+        cols[name], ok = _values(arr)
         if ok is not None:
             keep &= ok
     rows = np.flatnonzero(keep)
