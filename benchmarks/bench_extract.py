@@ -85,7 +85,7 @@ def _child(kind: str, root: str, cache: str) -> dict:
 
 
 def _pandas_reference(root: Path) -> dict:
-    """Chunked pandas: what one writes without DuckDB (same concepts, ranges, 24 h bins)."""
+    """Chunked pandas: what one writes by hand (same concepts, ranges, 24 h bins)."""
     import numpy as np
     import pandas as pd
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -347,7 +349,7 @@ def test_events_cache_gives_the_same_cohort_and_is_reused(db, tmp_path, caplog, 
     assert len(list((tmp_path / "c" / "events").iterdir())) == 1
     # a second extraction with another window and feature set reads only the parquet cache
     monkeypatch.setattr(ex, "scan_table", lambda *a: pytest.fail("read the csv again"))
-    monkeypatch.setattr(ex, "stays_sql", lambda *a: pytest.fail("read the csv again"))
+    monkeypatch.setattr(ex, "read_small_table", lambda *a: pytest.fail("read the csv again"))
     caplog.clear()
     again, _ = extract(db, window_hours=3, features=["hr"], cache_dir=tmp_path / "c")
     assert "events cache hit" in caplog.text
@@ -480,3 +482,51 @@ def test_binning_compiles_without_a_writable_cache(monkeypatch):
     n = kernel(i4, np.zeros(1, np.int16), i4, np.array([0.5], np.float32), np.array([0]),
                np.array([0]), np.array([-1]), 1, 2, 1, *out)  # fmt: skip
     assert n == 1 and out[0][0] == 0.5 and out[1][0] == 1
+
+
+def test_stays_table_joins_by_key_and_keeps_every_icu_stay(tmp_path):
+    """stays.parquet's left join (once DuckDB's SQL, now key lookups): every ICU stay once, in
+    stay_id order with nulls last; a stay without its admission or patient keeps its row with
+    nulls and says so; an empty field is null, quoted or not."""
+    icu = pd.DataFrame(
+        {
+            "subject_id": [10000001, 10000009, 10000002],
+            "hadm_id": pd.array([20000001, 20000009, None], "Int64"),
+            "stay_id": pd.array([None, 30000002, 30000001], "Int64"),
+            "first_careunit": ["MICU", "", "CCU"],
+            "intime": ["2150-01-01 10:30:00"] * 3,
+            "outtime": ["2150-01-04 10:30:00"] * 3,
+        }
+    )
+    root = write_db(tmp_path, tables=dict(TABLES, **{"icu/icustays": icu}))
+    pat = root / "hosp" / "patients.csv.gz"
+    pat.write_bytes(
+        gzip.compress(gzip.decompress(pat.read_bytes()).replace(b"10000001,M,", b'10000001,"",'))
+    )
+    headers = {n: ex.checked_header(root, n) for n in ("icustays", "admissions", "patients")}
+    small = {n: ex.read_small_table(root, n, h) for n, h in headers.items()}
+    got = ex.stays_table(small["icustays"], small["admissions"], small["patients"]).to_pylist()
+    assert [r["stay_id"] for r in got] == [30000001, 30000002, None]
+    assert [r["sidx"] for r in got] == [0, 1, 2]
+    assert [(r["has_adm"], r["has_pat"]) for r in got] == [
+        (False, True),
+        (False, False),
+        (True, True),
+    ]
+    assert got[0]["gender"] == "F" and got[0]["label"] is None and got[0]["insurance"] is None
+    assert got[1]["first_careunit"] is None and got[1]["anchor_age"] is None
+    assert got[2]["gender"] is None  # quoted empty
+    assert (got[2]["insurance"], got[2]["label"]) == ("Medicare", 0)
+    assert str(got[2]["dod"]) == "None" and str(got[2]["intime"]) == "2150-01-01 10:30:00"
+
+
+@pytest.mark.parametrize(
+    "table, key",
+    [("hosp/admissions", "hadm_id"), ("hosp/patients", "subject_id"), ("icu/icustays", "stay_id")],
+)
+def test_a_duplicated_key_is_named_before_the_events_pass(tmp_path, table, key, monkeypatch):
+    df = TABLES[table]
+    root = write_db(tmp_path, tables=dict(TABLES, **{table: pd.concat([df, df.iloc[:1]])}))
+    monkeypatch.setattr(ex, "scan_table", lambda *a: pytest.fail("scanned the events"))
+    with pytest.raises(ValueError, match=rf"MIMIC-IV {table.split('/')[1]} has a duplicated {key}"):
+        extract_cohort(root)

@@ -144,15 +144,18 @@ class DayWriter:
             w.close()
 
 
-def _arrow_type(duckdb_type: str):
+def arrow_type(sql_type: str):
+    """The pyarrow type of a column typed in ``schema.TABLES`` (SQL type names)."""
     import pyarrow as pa
 
     return {
         "BIGINT": pa.int64(),
         "INTEGER": pa.int32(),
         "DOUBLE": pa.float64(),
+        "VARCHAR": pa.string(),
+        "DATE": pa.date32(),
         "TIMESTAMP": pa.timestamp("us"),  # a fraction of a second is allowed, and floored
-    }[duckdb_type]
+    }[sql_type]
 
 
 def _values(arr) -> tuple[np.ndarray, np.ndarray | None]:
@@ -173,7 +176,7 @@ def scan_table(
     out: Path,
 ) -> int:
     """Streams table ``tbl`` at ``path`` (``.csv.gz`` or ``.csv`` with ``header``; ``columns``
-    the ones to read, with their DuckDB types) into ``out/day=<d>/`` (see the module
+    the ones to read, with their SQL types) into ``out/day=<d>/`` (see the module
     docstring). ``sources`` (``extract._source_arrays``) maps an itemid to its concept, unit
     conversion and plausible range. Returns the number of rows written."""
     import pyarrow as pa
@@ -200,7 +203,7 @@ def scan_table(
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
             convert_options=pcsv.ConvertOptions(
                 include_columns=list(columns),
-                column_types={c: _arrow_type(t) for c, t in columns.items()},
+                column_types={c: arrow_type(t) for c, t in columns.items()},
             ),
         )
         total, size = 0, path.stat().st_size

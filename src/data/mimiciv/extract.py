@@ -4,8 +4,8 @@ One streaming pass over the tables, then one binning pass. The pass (``events_pa
 each events ``.csv.gz`` through pyarrow's CSV reader with ISA-L inflating it (``events.py``):
 only the needed columns are typed, rows are filtered by itemid, converted to the concept's unit,
 range-checked and joined to the ICU stays, and the kept values go to parquet, so memory stays
-flat however large ``chartevents`` is; DuckDB joins the small tables (stays, admissions,
-patients). Binning then adds the values into the dense ``[N, T, F]`` array, row group by row
+flat however large ``chartevents`` is; pyarrow reads the small tables (ICU stays, admissions,
+patients) whole and joins them by key lookups (``stays_table``). Binning then adds the values into the dense ``[N, T, F]`` array, row group by row
 group (``dense_from_events``: a numba loop for large inputs, numpy in the reader threads below
 ``NUMBA_MIN_ROWS``).
 
@@ -35,7 +35,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from collections import deque
@@ -47,7 +46,7 @@ import pandas as pd
 
 from src.data.atomic import atomic_dir
 from src.data.cohort import Cohort, encode_categories
-from src.data.mimiciv.events import COLUMNS, KEY_COLUMN, Stays, scan_table
+from src.data.mimiciv.events import COLUMNS, KEY_COLUMN, Stays, arrow_type, scan_table
 from src.data.mimiciv.schema import (
     CONCEPT_BY_NAME,
     STATIC_CAT_COLUMNS,
@@ -106,10 +105,6 @@ def read_header(path: Path) -> list[str]:
     return [c.strip().strip('"').lower() for c in line.rstrip("\r\n").split(",")]
 
 
-def _sql_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
 def checked_header(root: Path, name: str) -> list[str]:
     """The columns of table ``name``, checked to hold every one the extractor reads, so a
     missing column is named with its file."""
@@ -126,23 +121,11 @@ def checked_header(root: Path, name: str) -> list[str]:
     return header
 
 
-def table_sql(root: Path, name: str, header: list[str]) -> str:
-    """``read_csv(...)`` over table ``name`` with every column of ``header`` (``checked_header``'s)
-    declared: the ones the extractor uses with their types, the rest VARCHAR (never parsed
-    further)."""
-    path = table_path(root, name)
-    needed = TABLES[name][1]
-    cols = ", ".join(f"{_sql_str(c)}: {_sql_str(needed.get(c, 'VARCHAR'))}" for c in header)
-    return (
-        f"read_csv({_sql_str(str(path))}, header = true, delim = ',', quote = '\"', "
-        f"columns = {{{cols}}})"
-    )
-
-
 # --- extraction ----------------------------------------------------------------------------
 EVENT_TABLES = KEY_COLUMN  # each events table and the key joining it to the stays
 # 4: (sidx, cidx, dt, v) with v converted and range-checked, in file order (events.scan_table);
-# 2: (sidx, itemid, dt, raw v), written by DuckDB
+# 2: (sidx, itemid, dt, raw v), written by DuckDB. stays.parquet has the same columns and types
+# whether DuckDB (up to session 5) or pyarrow wrote it.
 EVENTS_CACHE_VERSION = 4
 # Below this many rows to read, numpy in the reader threads is faster than numba with its
 # start-up of about 0.6 s per process (whole extractions from the cache, 2 cores: 12.4M rows
@@ -161,39 +144,12 @@ CIDX = {c.name: j for j, c in enumerate(ALL_CONCEPTS)}
 
 
 def _threads(threads: int | None = None) -> int:
-    """``threads``, else ``$ICU_BACKDOOR_DUCKDB_THREADS``, else the CPU count (at most 8)."""
+    """``threads``, else ``$ICU_BACKDOOR_EXTRACT_THREADS``, else the CPU count (at most 8)."""
     return (
         threads
-        or int(os.environ.get("ICU_BACKDOOR_DUCKDB_THREADS", 0))
+        or int(os.environ.get("ICU_BACKDOOR_EXTRACT_THREADS", 0))
         or min(os.cpu_count() or 1, 8)
     )
-
-
-def connect(
-    threads: int | None = None,
-    memory_limit: str | None = None,
-    temp_directory: str | Path | None = None,
-):
-    """A DuckDB connection, for the small tables (stays, admissions, patients), in bounded
-    memory.
-
-    ``memory_limit`` (default ``$ICU_BACKDOOR_DUCKDB_MEMORY`` or 1GB) caps DuckDB's buffers; what
-    does not fit spills to ``temp_directory``. ``threads`` defaults to ``$ICU_BACKDOOR_DUCKDB_
-    THREADS`` or the CPU count (at most 8). Insertion order is not kept (we never rely on it;
-    keeping it costs memory). DuckDB's progress bar is shown when stderr is a terminal."""
-    import duckdb
-
-    con = duckdb.connect()
-    threads = _threads(threads)
-    memory_limit = memory_limit or os.environ.get("ICU_BACKDOOR_DUCKDB_MEMORY", "1GB")
-    con.execute(f"SET threads = {int(threads)}")
-    con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
-    con.execute("SET preserve_insertion_order = false")
-    if temp_directory is not None:
-        con.execute(f"SET temp_directory = {_sql_str(str(temp_directory))}")
-    tty = sys.stderr.isatty()
-    con.execute(f"SET enable_progress_bar = {str(tty).lower()}")
-    return con
 
 
 def extract(
@@ -204,7 +160,6 @@ def extract(
     features: list[str] | None = None,
     threads: int | None = None,
     cache_dir: str | Path | None = None,
-    memory_limit: str | None = None,
 ) -> tuple[Cohort, dict]:
     """The Cohort and its attrition (counts excluded by each criterion, in order).
 
@@ -225,16 +180,9 @@ def extract(
     with contextlib.ExitStack() as stack:
         if cache_dir is None:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="icu-events-")))
-            con = stack.enter_context(connect(threads, memory_limit, work / "duckdb-tmp"))
-            files = events_pass(con, root, headers, work, int(window_hours))
+            files = events_pass(root, headers, work, int(window_hours))
         else:
-            files = events_cache(
-                lambda: connect(threads, memory_limit, Path(cache_dir) / "duckdb-tmp"),
-                root,
-                headers,
-                cache_dir,
-                window_hours,
-            )
+            files = events_cache(root, headers, cache_dir, window_hours)
         cohort, attrition, stays = _select_stays(
             pd.read_parquet(files["stays"]).sort_values("sidx", ignore_index=True),
             window_hours,
@@ -287,21 +235,66 @@ def extract_cohort(
     return extract(root, window_hours, min_stay_hours, min_age, features)[0]
 
 
-def stays_sql(sql: dict) -> str:
-    """Every ICU stay with its admission and patient columns (before any criterion)."""
-    return f"""
-        SELECT i.stay_id, i.subject_id, i.intime, i.outtime, i.first_careunit,
-               p.gender, p.anchor_age, p.anchor_year, p.dod,
-               a.deathtime, a.admission_type, a.insurance, a.hospital_expire_flag AS label,
-               a.hadm_id IS NOT NULL AS has_adm, p.subject_id IS NOT NULL AS has_pat
-        FROM {sql["icustays"]} i
-        LEFT JOIN (SELECT subject_id, hadm_id, deathtime, admission_type, insurance,
-                          hospital_expire_flag FROM {sql["admissions"]}) a
-               ON a.hadm_id = i.hadm_id
-        LEFT JOIN (SELECT subject_id, gender, anchor_age, anchor_year, dod
-                   FROM {sql["patients"]}) p
-               ON p.subject_id = i.subject_id
-    """
+def read_small_table(root: Path, name: str, header: list[str]):
+    """Table ``name`` (icustays, admissions or patients: a few hundred thousand rows at most)
+    whole, as a pyarrow Table of the columns the extractor reads, typed as ``schema.TABLES``
+    says. An empty field is null, quoted or not, as DuckDB read it up to session 5."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    path = table_path(root, name)
+    columns = TABLES[name][1]
+    try:
+        return pcsv.read_csv(
+            path,  # pyarrow inflates a .gz path itself: zlib is fast enough for these
+            read_options=pcsv.ReadOptions(column_names=header, skip_rows=1),
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(
+                include_columns=list(columns),
+                column_types={c: arrow_type(t) for c, t in columns.items()},
+                strings_can_be_null=True,
+            ),
+        )
+    except (pa.ArrowInvalid, EOFError, OSError) as e:  # a malformed row, a truncated gzip
+        raise ValueError(f"{path}: cannot be read as a MIMIC-IV {name} table: {e}") from e
+
+
+def stays_table(icustays, admissions, patients):
+    """Every ICU stay with its admission and patient columns (before any criterion), ordered by
+    stay_id (nulls last), with its row number ``sidx``: ``stays.parquet``.
+
+    A left join by key lookup (``index_in``: a hash of the keys), which keeps the row order, where
+    pyarrow's join engine (Acero) takes 0.17 s to start on a first call and orders rows freely. A
+    key that occurs twice in admissions or patients is an error (``_select_stays`` would reject
+    the duplicated stays anyway; here it is named before the events pass starts)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for tbl, name, key in (
+        (icustays, "icustays", "stay_id"),
+        (admissions, "admissions", "hadm_id"),
+        (patients, "patients", "subject_id"),
+    ):
+        keys = tbl[key].drop_null()
+        if len(keys) != len(pc.unique(keys)):
+            raise ValueError(
+                f"MIMIC-IV {name} has a duplicated {key}; cannot build one row per ICU stay"
+            )
+    icu = icustays.sort_by("stay_id")
+    adm = pc.index_in(icu["hadm_id"], value_set=admissions["hadm_id"], skip_nulls=True)
+    pat = pc.index_in(icu["subject_id"], value_set=patients["subject_id"], skip_nulls=True)
+    a, p = admissions.take(adm), patients.take(pat)
+    return pa.table(
+        {
+            "sidx": pa.array(np.arange(len(icu), dtype=np.int64)),
+            **{c: icu[c] for c in ("stay_id", "subject_id", "intime", "outtime", "first_careunit")},
+            **{c: p[c] for c in ("gender", "anchor_age", "anchor_year", "dod")},
+            **{c: a[c] for c in ("deathtime", "admission_type", "insurance")},
+            "label": a["hospital_expire_flag"],
+            "has_adm": adm.is_valid(),
+            "has_pat": pat.is_valid(),
+        }
+    )
 
 
 def _select_stays(stays, window_hours, min_stay_hours, min_age):
@@ -391,26 +384,26 @@ def _source_arrays(tbl: str) -> dict[str, np.ndarray]:
     }
 
 
-def events_pass(con, root: Path, headers: dict, out: Path, horizon: int) -> dict:
+def events_pass(root: Path, headers: dict, out: Path, horizon: int) -> dict:
     """The one pass over the tables (``headers``: ``checked_header`` of each):
-    ``out/stays.parquet`` (every ICU stay joined to its admission and patient, ordered by
-    stay_id, row number ``sidx``, in DuckDB) and ``out/<table>/day=<d>/`` with each events
+    ``out/stays.parquet`` (``stays_table``) and ``out/<table>/day=<d>/`` with each events
     table's concept values in the first ``horizon`` hours of a stay (``events.scan_table``; the
     three tables stream side by side, one thread each). Returns the files and ``stats`` (rows and
     seconds per table)."""
+    import pyarrow.parquet as pq
+
     t0 = time.perf_counter()
-    sql = {n: table_sql(root, n, h) for n, h in headers.items() if n not in EVENT_TABLES}
-    # The events need only icustays; stays.parquet (with admissions and patients) is written
-    # alongside them. Both number the stays by stay_id, so sidx agrees (a duplicated stay_id
-    # would break that, and _select_stays rejects it).
-    icu = con.execute(f"""
-        SELECT * FROM (
-            SELECT CAST(row_number() OVER (ORDER BY stay_id) - 1 AS INTEGER) AS sidx, stay_id,
-                   subject_id, CAST(floor(epoch(intime)) AS BIGINT) AS t0
-            FROM {sql["icustays"]})
-        WHERE t0 IS NOT NULL AND stay_id IS NOT NULL AND subject_id IS NOT NULL
-        ORDER BY sidx""").fetchnumpy()
-    stays = Stays(**{k: np.asarray(icu[k]) for k in ("sidx", "stay_id", "subject_id", "t0")})
+    small = {n: read_small_table(root, n, h) for n, h in headers.items() if n not in EVENT_TABLES}
+    table = stays_table(small["icustays"], small["admissions"], small["patients"])
+    pq.write_table(table, out / "stays.parquet")
+    # the events join to every stay with an id, a patient and an intime, numbered as above
+    live = table.select(["sidx", "stay_id", "subject_id", "intime"]).drop_null()
+    stays = Stays(
+        sidx=live["sidx"].to_numpy(),
+        stay_id=live["stay_id"].to_numpy(),
+        subject_id=live["subject_id"].to_numpy(),
+        t0=live["intime"].to_numpy().view(np.int64) // 1_000_000,  # whole seconds, floored
+    )
     log.info(
         "one pass over %s (first %d h of every ICU stay) into %s",
         ", ".join(str(table_path(root, t)) for t in EVENT_TABLES),
@@ -443,19 +436,8 @@ def events_pass(con, root: Path, headers: dict, out: Path, horizon: int) -> dict
         )
         return {"rows": int(n), "seconds": round(dt, 3), "source_mb": round(mb, 1)}
 
-    def write_stays() -> None:
-        cur = con.cursor()
-        cur.execute(
-            f"COPY (SELECT row_number() OVER (ORDER BY stay_id) - 1 AS sidx, * "
-            f"FROM ({stays_sql(sql)}) ORDER BY stay_id) TO {_sql_str(str(out / 'stays.parquet'))} "
-            "(FORMAT parquet)"
-        )
-        cur.close()
-
-    with ThreadPoolExecutor(len(EVENT_TABLES) + 1) as pool:
-        written = pool.submit(write_stays)
+    with ThreadPoolExecutor(len(EVENT_TABLES)) as pool:
         stats = dict(zip(EVENT_TABLES, pool.map(scan, EVENT_TABLES), strict=True))
-        written.result()
     log.info("one pass done in %.1f s", time.perf_counter() - t0)
     return {**_files(out), "stats": stats}
 
@@ -466,7 +448,7 @@ def _files(folder: Path) -> dict[str, Path]:
 
 
 def events_cache(
-    open_con, root: Path, headers: dict, cache_dir: str | Path, window_hours: int
+    root: Path, headers: dict, cache_dir: str | Path, window_hours: int
 ) -> dict[str, Path]:
     """``events_pass`` over the first ``max(CACHE_HORIZON_HOURS, window_hours)`` hours of every
     stay, kept in ``cache_dir/events/`` and reused by any later extraction.
@@ -488,8 +470,7 @@ def events_cache(
         log.info("events cache hit: %s", path)
         return files
     with atomic_dir(path) as tmp:
-        with open_con() as con:  # DuckDB only on a miss: a hit reads parquet with pyarrow
-            stats = events_pass(con, root, headers, tmp, horizon)["stats"]
+        stats = events_pass(root, headers, tmp, horizon)["stats"]
         (tmp / "meta.json").write_text(json.dumps({**ident, "stats": stats}, indent=1))
     return files
 
