@@ -32,6 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 
 from src.data.mimiciv.schema import VALUE_COLUMN
 
@@ -121,9 +124,6 @@ class DayWriter:
             self._flush(day)
 
     def _flush(self, day: int) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         parts = self.parts.pop(day, [])
         if not parts:
             return
@@ -146,8 +146,6 @@ class DayWriter:
 
 def arrow_type(sql_type: str):
     """The pyarrow type of a column typed in ``schema.TABLES`` (SQL type names)."""
-    import pyarrow as pa
-
     return {
         "BIGINT": pa.int64(),
         "INTEGER": pa.int32(),
@@ -179,9 +177,6 @@ def scan_table(
     the ones to read, with their SQL types) into ``out/day=<d>/`` (see the module
     docstring). ``sources`` (``extract._source_arrays``) maps an itemid to its concept, unit
     conversion and plausible range. Returns the number of rows written."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
     key_name = KEY_COLUMN[tbl]
     time_name, item_name = "charttime", "itemid"
     value_name = VALUE_COLUMN[tbl]

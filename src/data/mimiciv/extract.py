@@ -42,7 +42,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pandas  # noqa: F401  (pyarrow imports it on first use: with the module, not in a call)
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 
 from src.data.atomic import atomic_dir
 from src.data.cohort import Cohort, encode_categories
@@ -183,11 +187,9 @@ def extract(
             files = events_pass(root, headers, work, int(window_hours))
         else:
             files = events_cache(root, headers, cache_dir, window_hours)
+        stays = pq.ParquetFile(files["stays"]).read().to_pandas()
         cohort, attrition, stays = _select_stays(
-            pd.read_parquet(files["stays"]).sort_values("sidx", ignore_index=True),
-            window_hours,
-            min_stay_hours,
-            min_age,
+            stays.sort_values("sidx", ignore_index=True), window_hours, min_stay_hours, min_age
         )
         series, statics = dense_from_events(files, stays, concepts, int(window_hours), threads)
     cohort_n = len(stays)
@@ -239,9 +241,6 @@ def read_small_table(root: Path, name: str, header: list[str]):
     """Table ``name`` (icustays, admissions or patients: a few hundred thousand rows at most)
     whole, as a pyarrow Table of the columns the extractor reads, typed as ``schema.TABLES``
     says. An empty field is null, quoted or not, as DuckDB read it up to session 5."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
     path = table_path(root, name)
     columns = TABLES[name][1]
     try:
@@ -267,9 +266,6 @@ def stays_table(icustays, admissions, patients):
     pyarrow's join engine (Acero) takes 0.17 s to start on a first call and orders rows freely. A
     key that occurs twice in admissions or patients is an error (``_select_stays`` would reject
     the duplicated stays anyway; here it is named before the events pass starts)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     for tbl, name, key in (
         (icustays, "icustays", "stay_id"),
         (admissions, "admissions", "hadm_id"),
@@ -390,8 +386,6 @@ def events_pass(root: Path, headers: dict, out: Path, horizon: int) -> dict:
     table's concept values in the first ``horizon`` hours of a stay (``events.scan_table``; the
     three tables stream side by side, one thread each). Returns the files and ``stats`` (rows and
     seconds per table)."""
-    import pyarrow.parquet as pq
-
     t0 = time.perf_counter()
     small = {n: read_small_table(root, n, h) for n, h in headers.items() if n not in EVENT_TABLES}
     table = stays_table(small["icustays"], small["admissions"], small["patients"])
@@ -564,8 +558,6 @@ def dense_from_events(
     the same whatever the number of threads. Below ``NUMBA_MIN_ROWS`` the workers also compute
     every row's cell in numpy (``_prepare_numpy``, which releases the GIL too) and the calling
     thread only adds them, in the same order (``_add_numpy``)."""
-    import pyarrow.parquet as pq
-
     n, n_t, n_f, n_s = len(stays), int(window_hours), len(concepts), len(STATIC_CHART_CONCEPTS)
     n_all = int(stays.attrs["n_all"])
     pos_of = np.full(n_all, -1, np.int64)  # sidx -> row in the cohort, -1 when excluded
