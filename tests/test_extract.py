@@ -439,8 +439,9 @@ def test_numba_and_numpy_binning_agree_row_for_row():
     )
 
     def bin_numpy(*args):  # the two halves as dense_from_events runs them, with the loop's args
-        *cols_and_src, sums, counts, first_dt, first_v = args
-        prepared = ex._prepare_numpy(*cols_and_src)
+        *cols, pos_of, feat, stat, n_t, n_f, n_s, sums, counts, first_dt, first_v = args
+        tables = ex._numpy_tables(pos_of, feat, stat, n_t, n_f)
+        prepared = ex._prepare_numpy(*cols, *tables, n_t, n_f, n_s)
         return ex._add_numpy(prepared, sums, counts, first_dt, first_v)
 
     results = []
