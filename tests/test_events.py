@@ -146,7 +146,7 @@ def test_long_scans_log_their_progress(tmp_path, monkeypatch, caplog):
     assert re.search(r"lab\.csv\.gz: \d+% of 0 MB read, \d+ measurements kept", caplog.text)
 
 
-def test_a_failed_scan_stops_its_inflating_thread(tmp_path):
+def test_a_failed_scan_leaves_no_thread_behind(tmp_path):
     import threading
 
     before = threading.active_count()
