@@ -531,3 +531,15 @@ def test_a_duplicated_key_is_named_before_the_events_pass(tmp_path, table, key, 
     monkeypatch.setattr(ex, "scan_table", lambda *a: pytest.fail("scanned the events"))
     with pytest.raises(ValueError, match=rf"MIMIC-IV {table.split('/')[1]} has a duplicated {key}"):
         extract_cohort(root)
+
+
+def test_the_logged_missing_share_is_the_cohorts(db, caplog):
+    """dense_from_events counts the empty cells as it divides; the log must say what
+    Cohort.summary() computes from the finished array."""
+    import logging
+    import re
+
+    caplog.set_level(logging.INFO, logger="src.data")
+    c = extract_cohort(db, window_hours=6, features=FEATURES)
+    logged = float(re.findall(r"missing ([0-9.]+)", caplog.text)[-1])
+    assert 0 < logged < 1 and logged == round(c.summary()["missing_share"], 3)
