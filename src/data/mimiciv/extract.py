@@ -5,9 +5,9 @@ each events ``.csv.gz`` through pyarrow's CSV reader with ISA-L inflating it (``
 only the needed columns are typed, rows are filtered by itemid, converted to the concept's unit,
 range-checked and joined to the ICU stays, and the kept values go to parquet, so memory stays
 flat however large ``chartevents`` is; pyarrow reads the small tables (ICU stays, admissions,
-patients) whole and joins them by key lookups (``stays_table``). Binning then adds the values into the dense ``[N, T, F]`` array, row group by row
-group (``dense_from_events``: a numba loop for large inputs, numpy in the reader threads below
-``NUMBA_MIN_ROWS``).
+patients) whole and joins them by key lookups (``stays_table``). Binning then adds the values
+into the dense ``[N, T, F]`` array, row group by row group (``dense_from_events``: a numba loop
+for large inputs, numpy in the reader threads below ``NUMBA_MIN_ROWS``).
 
 Expected layout (MIMIC-IV v2.x and v3.x as PhysioNet ships them)::
 
@@ -613,8 +613,7 @@ def dense_from_events(
 
     # numba's start (about 0.6 s per process) pays off from about 24 million rows on.
     use_numba = sum(md.num_rows for _, _, md in parts) >= NUMBA_MIN_ROWS
-
-    tables = _numpy_tables(pos_of, feat, stat, n_t, n_f)
+    tables = None if use_numba else _numpy_tables(pos_of, feat, stat, n_t, n_f)
 
     def read(task):
         _, f, rg = task
