@@ -604,20 +604,20 @@ def dense_from_events(
     stat = np.full(len(ALL_CONCEPTS), -1, np.int64)
     stat[[CIDX[c.name] for c in STATIC_CHART_CONCEPTS]] = np.arange(n_s)
     parts = [  # the day partitions the window needs, with their parquet footers
-        (tbl, f, pq.ParquetFile(f).metadata)
+        (f, pq.ParquetFile(f).metadata)
         for tbl in EVENT_TABLES
         for f in sorted(Path(files[tbl]).glob("day=*/*.parquet"))
         if int(f.parent.name.removeprefix("day=")) * 24 < n_t
     ]
-    tasks = [(tbl, f, rg) for tbl, f, md in parts for rg in range(md.num_row_groups)]
+    tasks = [(f, md, rg) for f, md in parts for rg in range(md.num_row_groups)]
 
     # numba's start (about 0.6 s per process) pays off from about 24 million rows on.
-    use_numba = sum(md.num_rows for _, _, md in parts) >= NUMBA_MIN_ROWS
+    use_numba = sum(md.num_rows for _, md in parts) >= NUMBA_MIN_ROWS
     tables = None if use_numba else _numpy_tables(pos_of, feat, stat, n_t, n_f)
 
     def read(task):
-        _, f, rg = task
-        b = pq.ParquetFile(f).read_row_group(rg, columns=COLUMNS, use_threads=False)
+        f, md, rg = task  # the footer read once, above, not again for every row group
+        b = pq.ParquetFile(f, metadata=md).read_row_group(rg, columns=COLUMNS, use_threads=False)
         cols = [b.column(c).to_numpy() for c in COLUMNS]
         if use_numba:
             return cols
