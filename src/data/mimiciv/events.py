@@ -155,16 +155,25 @@ class DayWriter:
             w.close()
 
 
-def arrow_type(sql_type: str):
-    """The pyarrow type of a column typed in ``schema.TABLES`` (SQL type names)."""
-    return {
-        "BIGINT": pa.int64(),
-        "INTEGER": pa.int32(),
-        "DOUBLE": pa.float64(),
-        "VARCHAR": pa.string(),
-        "DATE": pa.date32(),
-        "TIMESTAMP": pa.timestamp("us"),  # a fraction of a second is allowed, and floored
-    }[sql_type]
+ARROW_TYPES = {  # the SQL type names of ``schema.TABLES`` as pyarrow types
+    "BIGINT": pa.int64(),
+    "INTEGER": pa.int32(),
+    "DOUBLE": pa.float64(),
+    "VARCHAR": pa.string(),
+    "DATE": pa.date32(),
+    "TIMESTAMP": pa.timestamp("us"),  # a fraction of a second is allowed, and floored
+}
+
+
+def convert_options(columns: dict[str, str]):
+    """pyarrow's CSV conversion of a MIMIC-IV table: only ``columns`` (``schema.TABLES``'
+    names and types) are converted, and an empty field is null, quoted or not (as DuckDB read
+    the tables up to session 5), text included."""
+    return pcsv.ConvertOptions(
+        include_columns=list(columns),
+        column_types={c: ARROW_TYPES[t] for c, t in columns.items()},
+        strings_can_be_null=True,
+    )
 
 
 def _values(arr) -> tuple[np.ndarray, np.ndarray | None]:
@@ -210,10 +219,7 @@ def scan_table(
                 column_names=header, skip_rows=1, block_size=BLOCK_BYTES, use_threads=True
             ),
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
-            convert_options=pcsv.ConvertOptions(
-                include_columns=list(columns),
-                column_types={c: arrow_type(t) for c, t in columns.items()},
-            ),
+            convert_options=convert_options(columns),
         )
         total, size = 0, path.stat().st_size
         t_log = time.perf_counter()
