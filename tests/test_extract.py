@@ -543,3 +543,20 @@ def test_the_logged_missing_share_is_the_cohorts(db, caplog):
     c = extract_cohort(db, window_hours=6, features=FEATURES)
     logged = float(re.findall(r"missing ([0-9.]+)", caplog.text)[-1])
     assert 0 < logged < 1 and logged == round(c.summary()["missing_share"], 3)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["b", None, "a", "", "b", " "], [None, None], [], ["é", "e", "Z", "e"]],
+)
+def test_categories_from_arrow_match_encode_categories(values):
+    """The extractor codes its string columns in Arrow; the codes and vocabulary must be the
+    ones encode_categories gives (the YAIB reader and the tests use that)."""
+    import pyarrow as pa
+
+    from src.data.cohort import encode_categories
+
+    codes, vocab = ex._categories(pa.chunked_array([pa.array(values, pa.string())], pa.string()))
+    want_codes, want_vocab = encode_categories(values)
+    assert vocab == want_vocab and codes.dtype == want_codes.dtype
+    assert codes.tolist() == want_codes.tolist()

@@ -197,7 +197,7 @@ def extract(
     static_num = np.column_stack([stays["age"], statics])
     cats, vocabs = [], []
     for name, _, _ in STATIC_CAT_COLUMNS:
-        codes, vocab = encode_categories(stays[name])
+        codes, vocab = _categories(stays[name])
         cats.append(codes)
         vocabs.append(vocab)
     out = Cohort(
@@ -350,7 +350,7 @@ def _select_stays(table, window_hours, min_stay_hours, min_age):
         "sidx": sidx[rows],
         **{c: _column(table, c)[rows].astype(np.int64) for c in ("stay_id", "subject_id", "label")},
         "age": age[rows].astype(np.float32),
-        **{c: _column(table, c)[rows].tolist() for c, _, _ in STATIC_CAT_COLUMNS},  # None: null
+        **{c: table[c].take(rows) for c, _, _ in STATIC_CAT_COLUMNS},  # Arrow: see _categories
         "n_all": n_all,  # rows of stays.parquet: the range of the events' sidx
     }
     n = len(rows)
@@ -367,6 +367,15 @@ def _select_stays(table, window_hours, min_stay_hours, min_age):
         ", ".join(f"{k} {attrition[k]}" for k, _ in criteria),
     )
     return summary, attrition, stays
+
+
+def _categories(column) -> tuple[np.ndarray, list[str]]:
+    """``encode_categories`` of an Arrow string column: its vocabulary from the few distinct
+    values, the codes by a hash lookup. The same codes and vocabulary (null and "" are code 0)
+    without a Python string per stay: 0.5 ms where the lists took 13-20 ms for 28k stays."""
+    _, vocab = encode_categories(pc.unique(column).to_pylist())
+    position = pc.index_in(column, value_set=pa.array(vocab[1:], column.type))  # null: code 0
+    return pc.fill_null(pc.add(position, 1), 0).to_numpy().astype(np.int64), vocab
 
 
 def _concept_rows(tbl: str) -> list[tuple]:
