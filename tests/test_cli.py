@@ -1,6 +1,7 @@
 """The real command line, as a user runs it (subprocess), on a tiny synthetic cohort."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,8 @@ def test_one_run_writes_results_metrics_and_checkpoint(cache, tmp_path):
     assert (tmp_path / "run" / "csv" / "metrics.csv").is_file()
     assert (tmp_path / "run" / r["training"]["checkpoint"]).is_file()
     assert "ASR" in p.stdout and "AUROC" in p.stdout  # the one-screen summary
+    # MKL's reproducibility mode, set by src/__init__.py unless the user set one
+    assert r["environment"]["mkl_cbwr"] == os.environ.get("MKL_CBWR", "AUTO")
 
 
 @pytest.mark.slow
@@ -67,7 +70,8 @@ def test_same_seed_gives_identical_metrics(cache, tmp_path):
         assert p.returncode == 0, p.stderr[-3000:]
         results.append(json.loads((tmp_path / k / "results.json").read_text()))
     a, b = results
-    assert a["clean"] == b["clean"] and a["attack"] == b["attack"] and a["counts"] == b["counts"]
+    differ = {k: (a[k], b[k]) for k in ("clean", "attack", "counts") if a[k] != b[k]}
+    assert not differ, f"same seed, different numbers: {differ}; environment {a['environment']}"
 
 
 def test_help_answers_fast():
