@@ -560,3 +560,31 @@ def test_categories_from_arrow_match_encode_categories(values):
     want_codes, want_vocab = encode_categories(values)
     assert vocab == want_vocab and codes.dtype == want_codes.dtype
     assert codes.tolist() == want_codes.tolist()
+
+
+@pytest.mark.parametrize("binner", ["numpy", "numba"])
+def test_a_bin_with_more_values_than_8_bits_count(tmp_path, binner, monkeypatch, caplog):
+    """Counts are 8 bits; 300 values in one bin wrap them, and binning runs again wider."""
+    import logging
+
+    monkeypatch.setattr(ex, "NUMBA_MIN_ROWS", 0 if binner == "numba" else 10**12)
+    values = [80.0] * 256 + [100.0] * 44
+    busy = pd.DataFrame(
+        _ce(
+            30000001,
+            10000001,
+            20000001,
+            [
+                (f"2150-01-01 12:{40 + k // 60:02d}:{k % 60:02d}", 220045, v, "bpm")
+                for k, v in enumerate(values)
+            ],
+        ),
+        columns=CE_COLS,
+    )
+    root = write_db(
+        tmp_path / "db", tables=dict(TABLES, **{"icu/chartevents": pd.concat([CHARTEVENTS, busy])})
+    )
+    caplog.set_level(logging.INFO, logger="src.data")
+    c, _ = extract(root, window_hours=6, features=["hr"])
+    assert c.series[0, :, 0].tolist()[:3] == [85.0, 100.0, np.float32(24880) / np.float32(300)]
+    assert "binning again with" in caplog.text

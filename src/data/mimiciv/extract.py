@@ -140,6 +140,9 @@ NUMBA_MIN_ROWS = 24_000_000
 # numpy prepares a row group in slices of this many rows: its temporaries then stay in the
 # core's cache (about 15% faster than whole 1M-row groups, measured with session 4's binner).
 NUMPY_SLICE_ROWS = 1 << 18
+# A bin's count: 8 bits (a quarter of the float32 output where 16 bits took half; in an hour,
+# 256 values is one every 14 s), wider when a count wrapped.
+COUNT_WIDER = {np.dtype(np.uint8): np.uint16, np.dtype(np.uint16): np.uint32}
 CACHE_HORIZON_HOURS = 168  # the events cache covers the first week of every ICU stay
 # Every concept the events cache holds, series (default and extra) then chart statics; a row's
 # ``cidx`` is a position in this list (the cache key hashes it, so editing a concept rebuilds the cache).
@@ -576,7 +579,7 @@ def _add_numpy(prepared, sums, counts, first_dt, first_v) -> int:
     ``np.add.at`` as the loop adds them, so both give the same bits."""
     cell, x, static = prepared
     np.add.at(sums, cell, x)  # in row order, as the numba loop adds
-    np.add.at(counts, cell, np.ones(len(cell), np.uint16))  # a scalar 1 is 10x slower
+    np.add.at(counts, cell, np.ones(len(cell), counts.dtype))  # a scalar 1 is 10x slower
     if static is not None:
         lin, d, x = static
         better = d < first_dt[lin]  # an earlier row group wins ties
@@ -592,6 +595,7 @@ def dense_from_events(
     concepts: list,
     window_hours: int,
     threads: int | None = None,
+    counts_dtype=np.uint8,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Series ``[N, T, F]`` (per hour bin the mean, or the sum for ``agg == "sum"``) and chart
     statics ``[N, len(STATIC_CHART_CONCEPTS)]`` (the earliest value in the window) of the stays
@@ -603,7 +607,11 @@ def dense_from_events(
     the GIL); the calling thread bins them in file order with ``_bin_kernel``, so the sums are
     the same whatever the number of threads. Below ``NUMBA_MIN_ROWS`` the workers also compute
     every row's cell in numpy (``_prepare_numpy``, which releases the GIL too) and the calling
-    thread only adds them, in the same order (``_add_numpy``)."""
+    thread only adds them, in the same order (``_add_numpy``).
+
+    Each bin's count is a ``counts_dtype``, 8 bits unless one wrapped: the counts then add up
+    to fewer than the rows binned, and binning runs again with the next wider type
+    (``COUNT_WIDER``)."""
     n, n_t, n_f, n_s = len(sidx), int(window_hours), len(concepts), len(STATIC_CHART_CONCEPTS)
     pos_of = np.full(n_all, -1, np.int64)  # sidx -> row in the cohort, -1 when excluded
     pos_of[sidx] = np.arange(n)
@@ -648,15 +656,16 @@ def dense_from_events(
         pending = deque(pool.submit(read, task) for task in tasks[:ahead])
         # While the first row groups are read: numba loads, and the outputs are allocated and
         # their pages touched. The sums accumulate in the float32 output itself and the counts
-        # in uint16 (a bin would need a value every 55 ms to overflow): at 50M chartevents rows
-        # and a 48 h window float64 sums and int32 counts took the extraction past 3.5 GB; now
-        # the output plus half its size. np.zeros would map the pages lazily and leave the
-        # faults to the first add, in the one thread that adds (15-40 ms of a 60-100 ms
-        # extraction from the cache at 1.37M event rows).
+        # in 8 bits: at 50M chartevents rows and a 48 h window float64 sums and int32 counts
+        # took the extraction past 3.5 GB; now the output plus a quarter of its size. Fresh
+        # pages are what an extraction from the cache pays most for (about 0.4 ms per MB on
+        # this project's VM): np.zeros would map them lazily and leave the faults to the first
+        # add, in the one thread that adds (15-40 ms of a 60-100 ms extraction from the cache
+        # at 1.37M event rows).
         kernel = _bin_kernel() if use_numba else None
         out = (
             np.empty(n * n_t * n_f, np.float32),
-            np.empty(n * n_t * n_f, np.uint16),
+            np.empty(n * n_t * n_f, counts_dtype),
             np.full(n * n_s, np.iinfo(np.int64).max),
             np.full(n * n_s, np.nan),
         )
@@ -667,6 +676,12 @@ def dense_from_events(
             pending.append(pool.submit(read, task))
         while pending:
             n_rows += add(pending.popleft().result())
+    if out[1].sum(dtype=np.int64) != n_rows:  # a count wrapped: a bin held 256+ values
+        wider = COUNT_WIDER[np.dtype(counts_dtype)]
+        log.info(
+            "a bin holds more values than %s counts: binning again with %s", counts_dtype, wider
+        )
+        return dense_from_events(files, sidx, n_all, concepts, window_hours, threads, wider)
     series, counts = out[0].reshape(-1, n_f), out[1].reshape(-1, n_f)
     sums = [j for j, c in enumerate(concepts) if c.agg == "sum"]
     # In blocks through one small divisor (a whole one would add the output's size); a fresh
