@@ -672,8 +672,9 @@ def dense_from_events(
         out[0].fill(0)
         out[1].fill(0)
         for task in tasks[ahead:]:
-            n_rows += add(pending.popleft().result())
-            pending.append(pool.submit(read, task))
+            ready = pending.popleft().result()
+            pending.append(pool.submit(read, task))  # before the add, so no worker waits on it
+            n_rows += add(ready)
         while pending:
             n_rows += add(pending.popleft().result())
     if out[1].sum(dtype=np.int64) != n_rows:  # a count wrapped: a bin held 256+ values
