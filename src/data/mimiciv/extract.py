@@ -375,7 +375,8 @@ def _select_stays(table, window_hours, min_stay_hours, min_age):
 def _categories(column) -> tuple[np.ndarray, list[str]]:
     """``encode_categories`` of an Arrow string column: its vocabulary from the few distinct
     values, the codes by a hash lookup. The same codes and vocabulary (null and "" are code 0)
-    without a Python string per stay: 0.5 ms where the lists took 13-20 ms for 28k stays."""
+    without a Python string per stay: the four columns of 28k stays in 3.5 ms (11.5 ms on a
+    process's first call) where the lists took 17-25 ms."""
     _, vocab = encode_categories(pc.unique(column).to_pylist())
     position = pc.index_in(column, value_set=pa.array(vocab[1:], column.type))  # null: code 0
     return pc.fill_null(pc.add(position, 1), 0).to_numpy().astype(np.int64), vocab
