@@ -282,7 +282,6 @@ def _environment(pyversion: str) -> dict:
             lightning=lightning.__version__,
             cuda=torch.cuda.is_available(),
             torch_threads=torch.get_num_threads(),
-            mkl_cbwr=os.environ.get("MKL_CBWR"),  # MKL's reproducibility mode (src/__init__.py)
         )
     except ImportError:
         pass

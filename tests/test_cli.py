@@ -1,7 +1,6 @@
 """The real command line, as a user runs it (subprocess), on a tiny synthetic cohort."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,12 +57,15 @@ def test_one_run_writes_results_metrics_and_checkpoint(cache, tmp_path):
     assert (tmp_path / "run" / "csv" / "metrics.csv").is_file()
     assert (tmp_path / "run" / r["training"]["checkpoint"]).is_file()
     assert "ASR" in p.stdout and "AUROC" in p.stdout  # the one-screen summary
-    # MKL's reproducibility mode, set by src/__init__.py unless the user set one
-    assert r["environment"]["mkl_cbwr"] == os.environ.get("MKL_CBWR", "AUTO")
 
 
 @pytest.mark.slow
-def test_same_seed_gives_identical_metrics(cache, tmp_path):
+def test_same_seed_gives_identical_metrics(cache, tmp_path, monkeypatch):
+    """Our pipeline (seeding, split, poisoning, batch order, training) is deterministic. With
+    two intra-op threads torch itself now and then trains to different float32 bits in a fresh
+    process (docs/models.md: 6 of about 505 on the development machine), so both runs use one
+    thread, as sweep jobs do."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     results = []
     for k in ("a", "b"):
         p = run_cli("experiment=smoke", "seed=3", cache=cache, out=tmp_path / k)
@@ -72,6 +74,7 @@ def test_same_seed_gives_identical_metrics(cache, tmp_path):
     a, b = results
     differ = {k: (a[k], b[k]) for k in ("clean", "attack", "counts") if a[k] != b[k]}
     assert not differ, f"same seed, different numbers: {differ}; environment {a['environment']}"
+    assert a["environment"]["torch_threads"] == 1
 
 
 def test_help_answers_fast():
