@@ -25,6 +25,7 @@ CPU seconds are what the pass takes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -176,6 +177,21 @@ def convert_options(columns: dict[str, str]):
     )
 
 
+@contextlib.contextmanager
+def read_errors(path: Path, name: str):
+    """A table pyarrow cannot read (a malformed row, a truncated or damaged gzip stream) becomes
+    a ValueError naming the file and the MIMIC-IV table ``name``; any other OSError (a disk
+    error) stays one. For the streamed events tables and the small ones alike."""
+    try:
+        yield
+    except (pa.ArrowInvalid, EOFError) as e:
+        raise ValueError(f"{path}: cannot be read as a MIMIC-IV {name} table: {e}") from e
+    except OSError as e:
+        if "gzip" not in str(e).lower():
+            raise
+        raise ValueError(f"{path}: cannot be read as a MIMIC-IV {name} table: {e}") from e
+
+
 def _values(arr) -> tuple[np.ndarray, np.ndarray | None]:
     """An arrow column as numpy (nulls as 0), and its validity (None when it has no nulls)."""
     if arr.null_count == 0:
@@ -206,52 +222,48 @@ def scan_table(
     writer = DayWriter(out)
     raw = src = open(path, "rb")  # noqa: SIM115 (closed below; its position is the progress)
     try:
-        if path.suffix == ".gz":
-            # Inflated as the parser reads. isal's igzip_threaded, which inflates in a thread of
-            # its own, was slower in every whole first extraction: 0.50-0.51 s against 0.44-0.45
-            # s at 1.37M event rows, 4.3-4.8 s against 4.1-4.4 s at 13.7M (best of 5 and of 2).
-            from isal import igzip
+        with read_errors(path, tbl):
+            if path.suffix == ".gz":
+                # Inflated as the parser reads. isal's igzip_threaded, which inflates in a
+                # thread of its own, was slower in every whole first extraction: 0.50-0.51 s
+                # against 0.44-0.45 s at 1.37M event rows, 4.3-4.8 s against 4.1-4.4 s at 13.7M
+                # (best of 5 and of 2).
+                from isal import igzip
 
-            src = igzip.open(raw, "rb")
-        reader = pcsv.open_csv(
-            src,
-            read_options=pcsv.ReadOptions(
-                column_names=header, skip_rows=1, block_size=BLOCK_BYTES, use_threads=True
-            ),
-            parse_options=pcsv.ParseOptions(newlines_in_values=True),
-            convert_options=convert_options(columns),
-        )
-        total, size = 0, path.stat().st_size
-        t_log = time.perf_counter()
-        # One thread parses (pyarrow), another keeps, joins and writes the previous block, so
-        # the longest table uses both cores while the shorter ones run beside it.
-        with ThreadPoolExecutor(1) as worker:
-            done = None
-            for batch in reader:
+                src = igzip.open(raw, "rb")
+            reader = pcsv.open_csv(
+                src,
+                read_options=pcsv.ReadOptions(
+                    column_names=header, skip_rows=1, block_size=BLOCK_BYTES, use_threads=True
+                ),
+                parse_options=pcsv.ParseOptions(newlines_in_values=True),
+                convert_options=convert_options(columns),
+            )
+            total, size = 0, path.stat().st_size
+            t_log = time.perf_counter()
+            # One thread parses (pyarrow), another keeps, joins and writes the previous block,
+            # so the longest table uses both cores while the shorter ones run beside it.
+            with ThreadPoolExecutor(1) as worker:
+                done = None
+                for batch in reader:
+                    if done is not None:
+                        total += done.result()
+                    done = worker.submit(_scan_batch, batch, key_name, item_name, time_name,
+                                         value_name, wanted, sources, index, stays, limit,
+                                         writer)  # fmt: skip
+                    if time.perf_counter() - t_log < PROGRESS_SECONDS:
+                        continue
+                    t_log = time.perf_counter()
+                    log.info(
+                        "%s: %.0f%% of %.0f MB read, %d measurements kept",
+                        path.name,
+                        100 * raw.tell() / size,
+                        size / 2**20,
+                        total,
+                    )
                 if done is not None:
                     total += done.result()
-                done = worker.submit(_scan_batch, batch, key_name, item_name, time_name,
-                                     value_name, wanted, sources, index, stays, limit,
-                                     writer)  # fmt: skip
-                if time.perf_counter() - t_log < PROGRESS_SECONDS:
-                    continue
-                t_log = time.perf_counter()
-                log.info(
-                    "%s: %.0f%% of %.0f MB read, %d measurements kept",
-                    path.name,
-                    100 * raw.tell() / size,
-                    size / 2**20,
-                    total,
-                )
-            if done is not None:
-                total += done.result()
-        writer.close()
-    except (pa.ArrowInvalid, EOFError) as e:  # a malformed row, a truncated gzip stream
-        raise ValueError(f"{path}: cannot be read as a MIMIC-IV {tbl} table: {e}") from e
-    except OSError as e:
-        if "gzip" not in str(e).lower():
-            raise
-        raise ValueError(f"{path}: cannot be read as a MIMIC-IV {tbl} table: {e}") from e
+            writer.close()
     finally:
         src.close()
         raw.close()

@@ -50,7 +50,14 @@ import pyarrow.parquet as pq
 
 from src.data.atomic import atomic_dir
 from src.data.cohort import Cohort, encode_categories
-from src.data.mimiciv.events import COLUMNS, KEY_COLUMN, Stays, convert_options, scan_table
+from src.data.mimiciv.events import (
+    COLUMNS,
+    KEY_COLUMN,
+    Stays,
+    convert_options,
+    read_errors,
+    scan_table,
+)
 from src.data.mimiciv.schema import (
     CONCEPT_BY_NAME,
     STATIC_CAT_COLUMNS,
@@ -246,19 +253,13 @@ def read_small_table(root: Path, name: str, header: list[str]):
     whole, as a pyarrow Table of the columns the extractor reads (``events.convert_options``)."""
     path = table_path(root, name)
     columns = TABLES[name][1]
-    try:
+    with read_errors(path, name):
         return pcsv.read_csv(
             path,  # pyarrow inflates a .gz path itself: zlib is fast enough for these
             read_options=pcsv.ReadOptions(column_names=header, skip_rows=1),
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
             convert_options=convert_options(columns),
         )
-    except (pa.ArrowInvalid, EOFError) as e:  # a malformed row, a truncated gzip stream
-        raise ValueError(f"{path}: cannot be read as a MIMIC-IV {name} table: {e}") from e
-    except OSError as e:
-        if "gzip" not in str(e).lower():  # as in events.scan_table: a disk error stays one
-            raise
-        raise ValueError(f"{path}: cannot be read as a MIMIC-IV {name} table: {e}") from e
 
 
 def stays_table(icustays, admissions, patients):
