@@ -155,3 +155,20 @@ def test_a_failed_scan_leaves_no_thread_behind(tmp_path):
     with pytest.raises(ValueError, match="Expected 9 columns"):
         _scan(path, tmp_path / "out")
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize(
+    "error, becomes_value_error",
+    [
+        (OSError(5, "Input/output error"), False),  # the disk, not the table: left as it is
+        (OSError("Truncated compressed stream"), True),  # pyarrow's own inflater
+        (OSError("zlib inflate failed: incorrect data check"), True),
+        (OSError("Not a gzipped file (b'no')"), True),  # ISA-L
+    ],
+)
+def test_only_a_damaged_table_becomes_a_value_error(tmp_path, error, becomes_value_error):
+    path = tmp_path / "lab.csv.gz"
+    expected = ValueError if becomes_value_error else OSError
+    with pytest.raises(expected) as raised, ev.read_errors(path, "labevents"):
+        raise error
+    assert isinstance(raised.value, ValueError) == becomes_value_error

@@ -588,3 +588,13 @@ def test_a_bin_with_more_values_than_8_bits_count(tmp_path, binner, monkeypatch,
     c, _ = extract(root, window_hours=6, features=["hr"])
     assert c.series[0, :, 0].tolist()[:3] == [85.0, 100.0, np.float32(24880) / np.float32(300)]
     assert "binning again with" in caplog.text
+
+
+def test_a_damaged_small_table_names_the_file(db):
+    """icustays, admissions and patients are read whole, with the events tables' error rule."""
+    path = db / "hosp" / "patients.csv.gz"
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(
+        ValueError, match=r"patients\.csv\.gz: cannot be read as a MIMIC-IV patients"
+    ):
+        extract(db, window_hours=6, features=["hr"])
