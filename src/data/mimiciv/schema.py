@@ -271,8 +271,8 @@ def feature_specs(names: list[str] | None = None) -> list[FeatureSpec]:
 
 
 # MIMIC-IV tables the extractor reads: folder, and the columns it needs with their SQL types
-# (events.ARROW_TYPES maps them to pyarrow's)
-# (every other column of the file is read as VARCHAR and never looked at).
+# (events.ARROW_TYPES maps them to pyarrow's; every other column of the file is skipped, not
+# converted: events.convert_options).
 TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "patients": (
         "hosp",
