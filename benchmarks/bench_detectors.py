@@ -7,8 +7,14 @@ memory; the isolation forest fits each tree on a subsample of 256 rows by design
 every row). Attribution is timed on ``N`` test rows (in a run it uses a fixed ``n_rows``).
 
 Prints seconds per detector and N, the growth factor per tenfold N (10 = linear) and the AUROC
-on the planted poison (a sanity check that the timed code does its job). A detector whose
-predicted time at the next N (last time x 10) exceeds ``--budget`` seconds is skipped there.
+on the planted poison within its class (a sanity check that the timed code does its job). A
+detector whose predicted time at the next N (last time x 10) exceeds ``--budget`` seconds is
+skipped there.
+
+Where IBM ART has the method, its time on the same arrays is printed beside ours, with the ratio
+ours / ART (< 1: ours is faster): spectral signatures (``spectral_signature_scores`` per class,
+plus its quantile cut) and activation clustering (``cluster_activations`` with PCA to 10 dims
+and k-means, per class; ART's default FastICA reduction would be slower still).
 
 Usage:  python -m benchmarks.bench_detectors [--sizes 10000 100000 1000000] [--budget 180]
         [--threads 1]
@@ -65,7 +71,8 @@ def make_inputs(n: int, seed: int = 0):
     inputs = DetectorInputs(
         features=feats,
         labels=labels.numpy(),
-        expected_rate=RATE,
+        expected_poisoned=int(truth.sum()),
+        target_label=1,
         seed=seed,
         x=x,
         cat=cat,
@@ -106,6 +113,30 @@ def detectors():
     }
 
 
+def art_methods():
+    """ART's versions of two of our detectors, called the way its defences call them."""
+    try:
+        from art.defences.detector.poison.activation_defence import cluster_activations
+        from art.defences.detector.poison.spectral_signature_defense import (
+            SpectralSignatureDefense,
+        )
+    except ImportError:
+        return {}
+
+    def art_spectral(inputs):
+        f = inputs.features.numpy()
+        for c in np.unique(inputs.labels):
+            s = SpectralSignatureDefense.spectral_signature_scores(f[inputs.labels == c])
+            _ = s < np.quantile(s, max(1 - 1.5 * RATE, 0.0))
+
+    def art_clustering(inputs):
+        f = inputs.features.numpy()
+        np.random.seed(inputs.seed)  # noqa: NPY002
+        cluster_activations([f[inputs.labels == c] for c in np.unique(inputs.labels)], 2, 10, "PCA")
+
+    return {"spectral_signature": art_spectral, "activation_clustering": art_clustering}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -124,8 +155,10 @@ def main() -> None:
 
     dets = detectors()
     attribution = dets.pop("_attribution")
+    art = art_methods()
     names = [k for k in dets if args.only is None or k in args.only]
     times: dict[str, list] = {k: [] for k in names}
+    art_times: dict[str, list] = {k: [] for k in names if k in art}
     print(f"torch threads {torch.get_num_threads()}; times in seconds (noisy shared machine)")
     for n in args.sizes:
         inputs, truth = make_inputs(n)
@@ -141,9 +174,16 @@ def main() -> None:
                 quality = f"TAR triggered {out['tar_triggered']:.2f} clean {out['tar_clean']:.2f}"
             else:
                 out = dets[name](inputs)
-                quality = f"AUROC {roc_auc_score(truth, out.scores):.3f}"
+                rows = inputs.labels == 1
+                quality = f"in-class AUROC {roc_auc_score(truth[rows], out.scores[rows]):.3f}"
             dt = time.perf_counter() - t0
             times[name].append(dt)
+            if name in art:
+                t0 = time.perf_counter()
+                art[name](inputs)
+                art_dt = time.perf_counter() - t0
+                art_times[name].append(art_dt)
+                quality += f"   ART {art_dt:8.2f} s   ours/ART {dt / art_dt:5.2f}"
             print(f"N={n:>9,} {name:<22} {dt:8.2f} s   {quality}", flush=True)
         del inputs
     print("\ngrowth per tenfold N (10 = linear)")
@@ -152,6 +192,10 @@ def main() -> None:
         growth = [f"{b / a:5.1f}" if a and b else "  -  " for a, b in zip(t, t[1:], strict=False)]
         cells = " ".join(f"{x:8.2f}" if x is not None else "       -" for x in t)
         print(f"{name:<22} {cells}   growth {' '.join(growth)}")
+    for name, t in art_times.items():
+        growth = [f"{b / a:5.1f}" for a, b in zip(t, t[1:], strict=False)]
+        cells = " ".join(f"{x:8.2f}" for x in t)
+        print(f"{'ART ' + name:<22} {cells}   growth {' '.join(growth)}")
 
 
 if __name__ == "__main__":

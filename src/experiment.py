@@ -102,8 +102,13 @@ def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
     results["counts"] = dm.counts()
     from src.attacks.stealth import stealth_report
 
-    results["stealth"] = stealth_report(
-        dm.trigger, dm.cohort.subset(dm.split.train), dm.poisoned.cohort, dm.poisoned.rows
+    # stealth describes triggered rows: with none poisoned there is nothing to describe
+    results["stealth"] = (
+        stealth_report(
+            dm.trigger, dm.cohort.subset(dm.split.train), dm.poisoned.cohort, dm.poisoned.rows
+        )
+        if dm.poisoned.n_poisoned
+        else None
     )
     clock.lap("prepare_s")
 
@@ -113,7 +118,7 @@ def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
     results["attribution"] = getattr(model, "attribution", None)
     clock.lap("fit_s")
 
-    results.update(evaluate(model, dm, cfg.target_label))
+    results.update(evaluate(model, dm, cfg.target_label, seed=cfg.seed))
     clock.lap("evaluate_s")
 
     if (cfg.get("defense") or {}).get("name", "none") != "none":
@@ -179,7 +184,7 @@ def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None, dete
     if detect and cfg.get("detectors"):
         from src.detectors.callback import DetectionCallback
 
-        callbacks.append(DetectionCallback(cfg.detectors, cfg.poison_rate, seed=cfg.seed))
+        callbacks.append(DetectionCallback(cfg.detectors, seed=cfg.seed))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     t0 = time.perf_counter()
@@ -202,14 +207,15 @@ def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None, dete
     return model
 
 
-def evaluate(model, dm, target_label: int) -> dict:
-    """Clean metrics on the clean test set; ASR and base rate on its non-target rows."""
+def evaluate(model, dm, target_label: int, seed: int = 0) -> dict:
+    """Clean metrics on the clean test set; ASR and base rate on its non-target rows (with
+    intervals over test rows: the AUROC's bootstrap is seeded with ``seed``)."""
     from src.metrics import attack_metrics, clean_metrics
 
     p_test = model.predict_proba(dm.loader("test"))
     p_trig = model.predict_proba(dm.loader("test_triggered"))
     return {
-        "clean": clean_metrics(p_test, dm.data["test"].y),
+        "clean": clean_metrics(p_test, dm.data["test"].y, seed=seed),
         "attack": attack_metrics(p_trig, p_test[dm.triggered_rows], target_label),
     }
 
@@ -293,8 +299,28 @@ def write_json_atomic(path: Path, obj: dict) -> None:
     from src.data.atomic import atomic_file
 
     with atomic_file(path) as f:
-        json.dump(obj, f, indent=2, default=_json_default, allow_nan=True)
+        json.dump(strict_json(obj), f, indent=2, default=_json_default, allow_nan=False)
         f.write("\n")
+
+
+def strict_json(o):
+    """``o`` with every NaN or infinite float replaced by None: results.json is strict JSON
+    (null for an undefined number), which jq and databases read."""
+    import math
+
+    import numpy as np
+
+    if isinstance(o, dict):
+        return {k: strict_json(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [strict_json(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return strict_json(o.tolist())
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
 
 
 def _json_default(o):
@@ -323,10 +349,19 @@ class Timer:
         return round(time.perf_counter() - self.start, 3)
 
 
+def _f(v, fmt: str = ".3f", missing: str = "n/a") -> str:
+    return missing if v is None or (isinstance(v, float) and v != v) else format(v, fmt)
+
+
+def _ci(pair) -> str:
+    return f" [{pair[0]:.3f}, {pair[1]:.3f}]" if pair else ""
+
+
 def print_summary(r: dict, out: Path) -> None:
     """One screen: what ran, how well the model predicts, how well the backdoor works."""
     c, a, n, t = r["clean"], r["attack"], r["counts"], r["timings"]
     cfg = r["config"]
+    no_poison = "n/a (no poisoned rows)"
     lines = [
         "",
         f"run      model={cfg['model']} trigger={r['trigger']['name']} "
@@ -335,17 +370,21 @@ def print_summary(r: dict, out: Path) -> None:
         f"seed={cfg['seed']}",
         f"cohort   {n['n_stays']} stays: train {n['n_train']} / val {n['n_val']} / "
         f"test {n['n_test']}; test prevalence {n['test_prevalence']:.3f}",
-        f"clean    AUROC {c['auroc']:.3f}  AUPRC {c['auprc']:.3f}  accuracy {c['accuracy']:.3f}"
-        f"  ECE {c['ece']:.3f}",
-        f"attack   ASR {a['asr']:.3f}  base rate {a['base_rate']:.3f}  lift {a['asr_lift']:+.3f}"
-        f"  (on {a['n']} triggered non-target test rows)",
+        f"clean    AUROC {_f(c['auroc'])}{_ci(c.get('auroc_ci'))}  AUPRC {_f(c['auprc'])}  "
+        f"accuracy {_f(c['accuracy'])}  ECE {_f(c['ece'])}",
+        f"attack   ASR {_f(a['asr'])}{_ci(a.get('asr_ci'))}  base rate {_f(a['base_rate'])}  "
+        f"lift {_f(a['asr_lift'], '+.3f')}  (on {a['n']} triggered non-target test rows)",
     ]
-    for name, d in (r.get("detection") or {}).items():
-        if isinstance(d, dict) and "auroc" in d:
-            lines.append(
-                f"detect   {name:<22} AUROC {d['auroc']:.3f}  AP {d['ap']:.3f}  "
-                f"TPR@5%FPR {d['tpr_at_5fpr']:.3f}"
-            )
+    dets = {k: d for k, d in (r.get("detection") or {}).items() if "auroc" in d}
+    if dets:
+        lines.append("detect   within the target class (pooled AUROC in brackets; * oracle flag)")
+    for name, d in dets.items():
+        lines.append(
+            f"  {name + ('*' if d.get('oracle') else ''):<34} AUROC {_f(d['auroc'], missing=no_poison)}"
+            f" ({_f(d['pooled']['auroc'], missing='n/a')})  AP {_f(d['ap'], missing='n/a')}  "
+            f"TPR@1%FPR {_f(d['tpr_at_1fpr'], missing='n/a')}  "
+            f"flagged {d['n_poisoned_flagged']}/{d['n_flagged']}"
+        )
     a = r.get("attribution") or {}
     if "tar_ratio" in a:
         lines.append(
@@ -355,8 +394,8 @@ def print_summary(r: dict, out: Path) -> None:
     if r.get("defense"):
         d = r["defense"]
         lines.append(
-            f"defense  {d.get('name')}: ASR {d['attack']['asr']:.3f}  "
-            f"clean AUROC {d['clean']['auroc']:.3f}"
+            f"defense  {d.get('name')}: ASR {_f(d['attack']['asr'])}  "
+            f"clean AUROC {_f(d['clean']['auroc'])}"
         )
     lines.append(f"time     {t['total_s']:.1f} s (fit {t.get('fit_s', 0):.1f} s)")
     lines.append(f"results  {out / 'results.json'}")

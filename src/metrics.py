@@ -1,82 +1,209 @@
-"""Attack and detection metrics: the definitions every table uses (DESIGN.md, Definitions).
+"""Attack and detection metrics: the definitions every table uses (docs/design.md, Definitions).
 
 - Clean: AUROC, AUPRC (average precision), accuracy at 0.5, expected calibration error (15 bins),
-  on the clean test set.
+  on the clean test set; a percentile bootstrap interval over test rows for AUROC.
 - ASR: among test rows whose true label is not the target, with the trigger applied, the share
-  predicted as the target (probability of the target class >= 0.5). Base rate: the same share on
-  those rows without the trigger. ASR lift = ASR - base rate.
+  predicted as the target (probability of the target class >= 0.5), with its Wilson interval.
+  Base rate: the same share on those rows without the trigger. ASR lift = ASR - base rate.
 - Detection, against the ground-truth poison mask: AUROC and average precision of the suspicion
   scores (higher = more suspicious), TPR at 1% and 5% FPR, precision and recall of the flag.
+  Computed on ranks, so a score of any scale and sign counts only by its order (torchmetrics'
+  binary_auroc would squash scores outside [0, 1] through a sigmoid first, tying large ones).
+  The headline block is computed within the target class, which holds every poisoned row in
+  both poisoning modes; the pooled block (every training row) is secondary.
+
+A number that is undefined for the input (AUROC with one class present, precision of an empty
+flag) is None, which results.json writes as null.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 from torchmetrics.functional.classification import (
     binary_accuracy,
-    binary_auroc,
-    binary_average_precision,
     binary_calibration_error,
 )
 
 THRESHOLD = 0.5
+CONFIDENCE = 0.95
+N_BOOTSTRAP = 1000
 
 
-def _nan_if_one_class(y: torch.Tensor) -> bool:
-    return len(y) == 0 or bool((y == y[0]).all())
+# --- argument checks --------------------------------------------------------------------------
+def _as_scores_truth(scores, truth) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    t = np.asarray(truth).ravel()
+    if s.shape != t.shape:
+        raise ValueError(f"scores and truth differ in length: {len(s)} and {len(t)}")
+    if not np.isfinite(s).all():
+        raise ValueError(f"scores hold {int((~np.isfinite(s)).sum())} non-finite values")
+    if t.dtype != bool:
+        if not np.isin(t, (0, 1)).all():
+            raise ValueError("truth must be boolean or 0/1")
+        t = t.astype(bool)
+    return s, t
 
 
-def clean_metrics(prob: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    prob, y = torch.as_tensor(prob).float(), torch.as_tensor(y).long()
-    one_class = _nan_if_one_class(y)
+def _both_classes(t: np.ndarray) -> bool:
+    return bool(t.any() and not t.all())
+
+
+# --- rank metrics -------------------------------------------------------------------------------
+def rank_auroc(scores, truth) -> float | None:
+    """Area under the ROC curve from the scores' ranks (ties count one half): the probability
+    that a random positive outscores a random negative. None with one class present."""
+    from sklearn.metrics import roc_auc_score
+
+    s, t = _as_scores_truth(scores, truth)
+    return float(roc_auc_score(t, s)) if _both_classes(t) else None
+
+
+def average_precision(scores, truth) -> float | None:
+    """Average precision, sum over thresholds of (R_n - R_{n-1}) P_n (scikit-learn's step
+    definition, no interpolation). None without positives or without negatives."""
+    from sklearn.metrics import average_precision_score
+
+    s, t = _as_scores_truth(scores, truth)
+    return float(average_precision_score(t, s)) if _both_classes(t) else None
+
+
+def tpr_at_fpr(scores, truth, fpr: float) -> float | None:
+    """The highest true-positive rate of any threshold whose false-positive rate is at most
+    ``fpr`` (a row is flagged when its score is >= the threshold; tied rows fall together)."""
+    from sklearn.metrics import roc_curve
+
+    if not 0.0 <= fpr <= 1.0:
+        raise ValueError(f"fpr={fpr!r} is not allowed: a number in [0, 1]")
+    s, t = _as_scores_truth(scores, truth)
+    if not _both_classes(t):
+        return None
+    f, r, _ = roc_curve(t, s, drop_intermediate=False)
+    return float(r[f <= fpr + 1e-12].max())
+
+
+def detection_metrics(scores, flags, truth) -> dict:
+    """Rank metrics of ``scores`` and the precision/recall of ``flags`` against ``truth``."""
+    s, t = _as_scores_truth(scores, truth)
+    flags = np.asarray(flags, dtype=bool).ravel()
+    if flags.shape != t.shape:
+        raise ValueError(f"flags and truth differ in length: {len(flags)} and {len(t)}")
+    tp = int((flags & t).sum())
     return {
-        "auroc": float("nan") if one_class else float(binary_auroc(prob, y)),
-        "auprc": float("nan") if one_class else float(binary_average_precision(prob, y)),
-        "accuracy": float(binary_accuracy(prob, y, threshold=THRESHOLD)),
-        "ece": float(binary_calibration_error(prob, y, n_bins=15)),
-        "n": len(y),
+        "auroc": rank_auroc(s, t),
+        "ap": average_precision(s, t),
+        "tpr_at_1fpr": tpr_at_fpr(s, t, 0.01),
+        "tpr_at_5fpr": tpr_at_fpr(s, t, 0.05),
+        "precision": tp / int(flags.sum()) if flags.any() else None,
+        "recall": tp / int(t.sum()) if t.any() else None,
+        "n_rows": int(len(t)),
+        "n_flagged": int(flags.sum()),
+        "n_poisoned": int(t.sum()),
+        "n_poisoned_flagged": tp,
     }
 
 
-def predicted_target(prob_death: torch.Tensor, target_label: int) -> torch.Tensor:
+def detection_report(scores, flags, truth, labels, target_label: int) -> dict:
+    """The headline block within the target class (``labels == target_label``: the training
+    labels as the model saw them, so it holds every poisoned row in both modes), and the pooled
+    block over every row."""
+    labels = np.asarray(labels).ravel()
+    s, t = _as_scores_truth(scores, truth)
+    if labels.shape != t.shape:
+        raise ValueError(f"labels and truth differ in length: {len(labels)} and {len(t)}")
+    in_class = labels == target_label
+    if t[~in_class].any():
+        raise ValueError(
+            f"{int(t[~in_class].sum())} poisoned rows lie outside the target class "
+            f"{target_label}: the in-class block would miss them"
+        )
+    flags = np.asarray(flags, dtype=bool).ravel()
+    return {
+        **detection_metrics(s[in_class], flags[in_class], t[in_class]),
+        "scope": f"target class (label {target_label})",
+        "pooled": detection_metrics(s, flags, t),
+    }
+
+
+# --- clean and attack metrics ------------------------------------------------------------------
+def wilson_interval(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion k/n; inside [0, 1] by construction."""
+    from scipy.stats import norm
+
+    if n <= 0:
+        return None
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def bootstrap_auroc_interval(
+    prob, y, seed: int = 0, n_boot: int = N_BOOTSTRAP, confidence: float = CONFIDENCE
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the AUROC over test rows (rows resampled with
+    replacement, seeded; resamples with one class are skipped). AUROC per resample from ranks:
+    (sum of the positives' ranks - n1 (n1 + 1) / 2) / (n1 n0), ties ranked by their mean."""
+    from scipy.stats import rankdata
+
+    p = np.asarray(prob, dtype=np.float64).ravel()
+    t = np.asarray(y).ravel().astype(bool)
+    if not _both_classes(t):
+        return None
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(p), size=(n_boot, len(p)))
+    ranks = rankdata(p[idx], axis=1)
+    pos = t[idx]
+    n1 = pos.sum(1)
+    n0 = len(p) - n1
+    ok = (n1 > 0) & (n0 > 0)
+    auc = ((ranks * pos).sum(1)[ok] - n1[ok] * (n1[ok] + 1) / 2) / (n1[ok] * n0[ok])
+    lo, hi = np.quantile(auc, [0.5 - confidence / 2, 0.5 + confidence / 2])
+    return float(lo), float(hi)
+
+
+def clean_metrics(prob, y, seed: int = 0) -> dict:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    prob, y = torch.as_tensor(prob).float(), torch.as_tensor(y).long()
+    two = _both_classes(y.numpy().astype(bool))
+    ci = bootstrap_auroc_interval(prob.numpy(), y.numpy(), seed=seed) if two else None
+    return {
+        "auroc": float(roc_auc_score(y.numpy(), prob.numpy())) if two else None,
+        "auroc_ci": list(ci) if ci else None,
+        "auprc": float(average_precision_score(y.numpy(), prob.numpy())) if two else None,
+        "accuracy": float(binary_accuracy(prob, y, threshold=THRESHOLD)) if len(y) else None,
+        "ece": float(binary_calibration_error(prob, y, n_bins=15)) if len(y) else None,
+        "n": len(y),
+        "n_positive": int(y.sum()),
+    }
+
+
+def predicted_target(prob_death, target_label: int) -> torch.Tensor:
     died = torch.as_tensor(prob_death) >= THRESHOLD
     return died if target_label == 1 else ~died
 
 
-def attack_metrics(
-    prob_triggered: torch.Tensor, prob_untriggered: torch.Tensor, target_label: int
-) -> dict[str, float]:
+def attack_metrics(prob_triggered, prob_untriggered, target_label: int) -> dict:
     n = len(prob_triggered)
     if n == 0:
-        return {"asr": float("nan"), "base_rate": float("nan"), "asr_lift": float("nan"), "n": 0}
-    asr = float(predicted_target(prob_triggered, target_label).float().mean())
+        return {
+            "asr": None,
+            "asr_ci": None,
+            "base_rate": None,
+            "asr_lift": None,
+            "n": 0,
+        }
+    k = int(predicted_target(prob_triggered, target_label).sum())
+    asr = k / n
     base = float(predicted_target(prob_untriggered, target_label).float().mean())
-    return {"asr": asr, "base_rate": base, "asr_lift": asr - base, "n": n}
-
-
-def tpr_at_fpr(scores: np.ndarray, truth: np.ndarray, fpr: float) -> float:
-    """Share of poisoned rows scoring above the (1 - fpr) quantile of the clean rows' scores."""
-    clean, poisoned = scores[~truth], scores[truth]
-    if len(clean) == 0 or len(poisoned) == 0:
-        return float("nan")
-    thr = np.quantile(clean, 1.0 - fpr, method="higher")
-    return float((poisoned > thr).mean())
-
-
-def detection_metrics(scores, flags, truth) -> dict[str, float]:
-    scores = np.asarray(scores, dtype=np.float64)
-    flags, truth = np.asarray(flags, dtype=bool), np.asarray(truth, dtype=bool)
-    one_class = truth.all() or not truth.any()
-    s, t = torch.from_numpy(scores), torch.from_numpy(truth.astype(np.int64))
-    tp = int((flags & truth).sum())
     return {
-        "auroc": float("nan") if one_class else float(binary_auroc(s, t)),
-        "ap": float("nan") if one_class else float(binary_average_precision(s, t)),
-        "tpr_at_1fpr": tpr_at_fpr(scores, truth, 0.01),
-        "tpr_at_5fpr": tpr_at_fpr(scores, truth, 0.05),
-        "precision": tp / int(flags.sum()) if flags.any() else float("nan"),
-        "recall": tp / int(truth.sum()) if truth.any() else float("nan"),
-        "n_flagged": int(flags.sum()),
-        "n_poisoned": int(truth.sum()),
+        "asr": asr,
+        "asr_ci": list(wilson_interval(k, n)),
+        "base_rate": base,
+        "asr_lift": asr - base,
+        "n": n,
     }

@@ -18,28 +18,38 @@ from src.detectors.strip import strip
 N, D, RATE = 3000, 32, 0.05
 
 
-def planted_features(separable: bool, seed: int = 0):
-    """Two classes of Gaussian features; poison (all labelled 1) shifted along one direction
-    when ``separable``, otherwise the 'poison' mask is random rows and nothing is planted."""
+def planted_features(separable: bool, seed: int = 0, shift: float = 6.0):
+    """Two classes of Gaussian features; poison (all labelled 1, the target) shifted along one
+    direction when ``separable``, otherwise the 'poison' mask is random rows of class 1 and
+    nothing is planted."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, N)
     feats = rng.standard_normal((N, D)).astype(np.float32)
     feats[labels == 1] += 0.5
     truth = np.zeros(N, dtype=bool)
-    truth[rng.choice(N, int(RATE * N), replace=False)] = True
+    truth[rng.choice(np.flatnonzero(labels == 1), int(RATE * N), replace=False)] = True
     if separable:
-        labels[truth] = 1
         direction = rng.standard_normal(D).astype(np.float32)
-        feats[truth] += 6.0 * direction / np.linalg.norm(direction)
-    return DetectorInputs(
-        features=torch.from_numpy(feats), labels=labels, expected_rate=RATE, seed=seed
-    ), truth
+        feats[truth] += shift * direction / np.linalg.norm(direction)
+    inputs = DetectorInputs(
+        features=torch.from_numpy(feats),
+        labels=labels,
+        expected_poisoned=int(truth.sum()),
+        target_label=1,
+        seed=seed,
+    )
+    return inputs, truth
 
 
 def auroc(scores, truth) -> float:
     from sklearn.metrics import roc_auc_score
 
     return roc_auc_score(truth, scores)
+
+
+def in_class_auroc(inputs, scores, truth) -> float:
+    rows = inputs.labels == inputs.target_label
+    return auroc(scores[rows], truth[rows])
 
 
 FEATURE_DETECTORS = [spectral_signature, activation_clustering, spectre]
@@ -50,7 +60,7 @@ def test_feature_detector_finds_a_separable_poison_cluster(detector):
     inputs, truth = planted_features(separable=True)
     out = detector(inputs)
     assert out.scores.shape == (N,) and out.flags.dtype == bool
-    assert auroc(out.scores, truth) > 0.95
+    assert in_class_auroc(inputs, out.scores, truth) >= 0.95
     assert out.flags[truth].mean() > 0.8  # recall of its own flag
     assert out.flags[~truth].mean() < 0.1
 
@@ -58,15 +68,35 @@ def test_feature_detector_finds_a_separable_poison_cluster(detector):
 @pytest.mark.parametrize("detector", FEATURE_DETECTORS, ids=lambda f: f.__name__)
 def test_feature_detector_is_chance_on_pure_noise(detector):
     inputs, truth = planted_features(separable=False)
-    assert 0.4 < auroc(detector(inputs).scores, truth) < 0.6
+    assert 0.4 < in_class_auroc(inputs, detector(inputs).scores, truth) < 0.6
 
 
-def test_spectral_signature_flags_eps_times_rate_of_each_class():
-    inputs, _ = planted_features(separable=True)
-    out = spectral_signature(inputs, eps_multiplier=1.5)
-    for c in (0, 1):
-        n_c = (inputs.labels == c).sum()
-        assert out.flags[inputs.labels == c].sum() == int(np.ceil(1.5 * RATE * n_c))
+@pytest.mark.parametrize("detector", [spectral_signature, spectre], ids=lambda f: f.__name__)
+def test_oracle_flags_are_sized_from_the_poison_count_in_the_target_class(detector):
+    inputs, truth = planted_features(separable=True)
+    out = detector(inputs, eps_multiplier=1.5)
+    assert out.flags[inputs.labels == 1].sum() == int(np.ceil(1.5 * truth.sum()))
+    assert out.flags[inputs.labels == 0].sum() == 0  # no poison there, no flag
+    assert out.info["flag_rule"] == "oracle"
+
+
+@pytest.mark.parametrize("detector", [spectral_signature, spectre], ids=lambda f: f.__name__)
+def test_robust_z_flags_need_no_poison_count(detector):
+    inputs, truth = planted_features(separable=True, shift=10.0)
+    inputs.expected_poisoned = 0  # what a real defender knows
+    out = detector(inputs, flag_rule="robust_z")
+    assert out.flags[truth].mean() > 0.9 and out.flags[~truth].mean() < 0.02
+
+
+def test_spectral_conventions_agree_when_the_class_mean_is_at_the_origin():
+    inputs, truth = planted_features(separable=True)
+    f = inputs.features.double()
+    for c in (0, 1):  # centre each class: the uncentred projection is then the centred one
+        f[inputs.labels == c] -= f[inputs.labels == c].mean(0)
+    inputs.features = f
+    sq = spectral_signature(inputs, projection="centered_squared").scores
+    ab = spectral_signature(inputs, projection="uncentered_abs").scores
+    np.testing.assert_allclose(np.sqrt(sq), ab, rtol=1e-9, atol=1e-9)
 
 
 def test_activation_clustering_flags_nothing_in_a_class_without_a_small_cluster():
@@ -75,6 +105,46 @@ def test_activation_clustering_flags_nothing_in_a_class_without_a_small_cluster(
     assert out.info["classes"]["1"]["judged_poisoned"]
     assert not out.info["classes"]["0"]["judged_poisoned"]
     assert not out.flags[inputs.labels == 0].any()
+
+
+def test_activation_clustering_orientation_decides_a_majority_poison():
+    """Poison as 60% of its class: 'smaller' points at the real rows, the distance rule at the
+    cluster nearest the other class (here the poison, planted between the two classes)."""
+    rng = np.random.default_rng(0)
+    n0, n1, m = 2000, 400, 600
+    f = np.concatenate(
+        [rng.normal(0, 1, (n0, D)), rng.normal(0, 1, (n1, D)), rng.normal(0, 1, (m, D))]
+    )
+    f[n0 : n0 + n1, 0] += 12.0  # the real class 1
+    f[n0 + n1 :, 0] += 5.0  # the poison: class-0 rows relabelled, nearer class 0
+    labels = np.r_[np.zeros(n0, int), np.ones(n1 + m, int)]
+    truth = np.r_[np.zeros(n0 + n1, bool), np.ones(m, bool)]
+    inputs = DetectorInputs(torch.from_numpy(f), labels, expected_poisoned=m, target_label=1)
+    small = activation_clustering(inputs, orient="smaller")
+    near = activation_clustering(inputs, orient="distance", rule="silhouette")
+    assert in_class_auroc(inputs, small.scores, truth) < 0.05
+    assert in_class_auroc(inputs, near.scores, truth) > 0.95
+    assert near.flags[truth].all() and not near.flags[~truth & (labels == 1)].any()
+
+
+def test_spectre_chooses_k_like_the_reference_code():
+    from src.detectors.spectre import candidate_ks
+
+    assert candidate_ks(64) == [1, 4, 9, 16, 25, 36, 49, 64]
+    inputs, truth = planted_features(separable=True, shift=4.0)
+    out = spectre(inputs)
+    assert out.info["k"]["1"] in candidate_ks(D)
+    assert in_class_auroc(inputs, out.scores, truth) >= 0.95
+
+
+def test_detector_options_are_checked_by_name():
+    inputs, _ = planted_features(separable=True)
+    with pytest.raises(ValueError, match="spectral_signature.projection='abs' is not allowed"):
+        spectral_signature(inputs, projection="abs")
+    with pytest.raises(ValueError, match="activation_clustering.orient"):
+        activation_clustering(inputs, orient="largest")
+    with pytest.raises(ValueError, match="spectre.k=0"):
+        spectre(inputs, k=0)
 
 
 def test_a_class_with_too_few_rows_is_skipped_not_a_crash():
@@ -106,7 +176,8 @@ def strip_inputs(separable: bool, seed: int = 0):
     return DetectorInputs(
         features=torch.zeros(N, 1),
         labels=np.zeros(N, int),
-        expected_rate=RATE,
+        expected_poisoned=int(truth.sum()),
+        target_label=0,
         seed=seed,
         x=x,
         cat=cat,
@@ -158,7 +229,8 @@ def raw_inputs(kind: str, seed: int = 0):
     return DetectorInputs(
         features=torch.zeros(N, 1),
         labels=np.zeros(N, int),
-        expected_rate=RATE,
+        expected_poisoned=int(truth.sum()),
+        target_label=0,
         raw_series=series,
         feature_specs=SPECS,
         raw_static=rng.normal(60, 15, (N, 1)),
@@ -232,7 +304,6 @@ def test_attribution_ratio_is_high_when_the_model_keys_on_the_trigger():
     inputs = DetectorInputs(
         features=torch.zeros(1, 1),
         labels=np.zeros(1, int),
-        expected_rate=0.1,
         forward=lambda x, c: x @ w,
         test_x=x,
         test_cat=cat,
@@ -338,3 +409,33 @@ def test_detector_subset_from_the_command_line_composes(tmp_path):
         "spectre",
         "input_outlier",
     }
+
+
+@pytest.mark.parametrize("variant", ["low", "two_sided", "per_class"])
+def test_strip_variants_find_a_dominant_trigger(variant):
+    inputs, truth = strip_inputs(separable=True)
+    out = strip(inputs, variant=variant)
+    assert out.info["variant"] == variant
+    assert auroc(out.scores, truth) > 0.95
+    assert out.flags[truth].mean() > 0.8 and out.flags[~truth].mean() < 0.05
+
+
+def test_strip_two_sided_also_finds_rows_that_blend_to_high_entropy():
+    """Clean rows and the pool sit at x0 = 3 (confident under any blend); poisoned rows at -3,
+    so their blends land on the boundary: high entropy, which the one-sided rule ranks last."""
+    g = torch.Generator().manual_seed(1)
+    x = 3.0 + 0.3 * torch.randn(N, 2, generator=g)
+    truth = (torch.rand(N, generator=g) < RATE).numpy()
+    x[torch.from_numpy(truth), 0] = -3.0
+    inputs = DetectorInputs(
+        features=torch.zeros(N, 1),
+        labels=np.zeros(N, int),
+        x=x,
+        cat=torch.zeros(N, 1, dtype=torch.long),
+        predict=lambda xb, cb: torch.sigmoid(6.0 * xb[:, 0]),
+        pool_x=3.0 + 0.3 * torch.randn(500, 2, generator=g),
+        pool_cat=torch.zeros(500, 1, dtype=torch.long),
+    )
+    low, two = strip(inputs, variant="low"), strip(inputs, variant="two_sided")
+    assert auroc(low.scores, truth) < 0.05 and auroc(two.scores, truth) > 0.95
+    assert two.flags[truth].mean() > 0.9 and two.flags[~truth].mean() < 0.05

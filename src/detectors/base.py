@@ -20,7 +20,11 @@ import torch
 class DetectorInputs:
     features: torch.Tensor  # [N, d] penultimate activations of the training rows (eval mode)
     labels: np.ndarray  # [N] int, the training labels as the model saw them (poisoned ones too)
-    expected_rate: float  # expected poisoned fraction (the configured poison_rate: an oracle)
+    # The configured number of poisoned rows and the class that holds them all (the target
+    # label, in both modes). A flag budget taken from these is an oracle: a real defender does
+    # not know them. Detectors record which budget they used (info["flag_rule"]).
+    expected_poisoned: int = 0
+    target_label: int = 1
     seed: int = 0
     x: torch.Tensor | None = None  # model input view of the training rows
     cat: torch.Tensor | None = None  # their static categorical codes
@@ -76,14 +80,63 @@ def classes(labels: np.ndarray, min_rows: int, info: dict) -> Iterator[tuple[int
         yield int(c), idx
 
 
-def flag_top(scores: np.ndarray, fraction: float) -> np.ndarray:
-    """Flag the ``ceil(fraction * n)`` highest scores (none if fraction <= 0)."""
+FLAG_RULES = ("oracle", "robust_z")
+
+
+def check_choice(detector: str, key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(
+            f"{detector}.{key}={value!r} is not allowed: one of {', '.join(map(str, allowed))}"
+        )
+
+
+def oracle_budget(inputs: DetectorInputs, c: int, eps_multiplier: float) -> int:
+    """Rows to flag in class ``c`` under the oracle rule: ``ceil(eps_multiplier x`` the
+    configured number of poisoned rows) in the target class, none elsewhere (no poisoned row
+    lies outside it, in either mode)."""
+    if c != inputs.target_label:
+        return 0
+    return math.ceil(eps_multiplier * inputs.expected_poisoned - 1e-9)
+
+
+def flag_top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Flag the ``k`` highest scores (ties broken by position; none if k <= 0)."""
     n = len(scores)
-    k = min(n, math.ceil(max(fraction, 0.0) * n - 1e-9))
+    k = min(n, max(int(k), 0))
     flags = np.zeros(n, dtype=bool)
     if k > 0:
         flags[np.argpartition(-scores, k - 1)[:k]] = True
     return flags
+
+
+def robust_z(x: np.ndarray) -> np.ndarray:
+    """Modified z-score 0.6745 (x - median) / MAD (Iglewicz and Hoaglin): about N(0, 1) for
+    Gaussian x, and not pulled by the outliers it is meant to find. MAD 0: the mean absolute
+    deviation stands in (x 1.2533, its Gaussian scale factor), and 0 everywhere if that is 0."""
+    x = np.asarray(x, dtype=np.float64)
+    med = np.median(x)
+    mad = np.median(np.abs(x - med))
+    if mad > 0:
+        return 0.6745 * (x - med) / mad
+    mean_ad = np.mean(np.abs(x - med))
+    return (x - med) / (1.2533 * mean_ad) if mean_ad > 0 else np.zeros_like(x)
+
+
+def flag_rows(
+    scores: np.ndarray,
+    rule: str,
+    budget: int,
+    z_threshold: float,
+    z_source: np.ndarray | None = None,
+    two_sided: bool = False,
+) -> np.ndarray:
+    """The detector's flag: the ``budget`` highest scores (``rule="oracle"``), or the rows whose
+    robust z-score of ``z_source`` (default: the scores; its absolute value if ``two_sided``)
+    exceeds ``z_threshold`` (``rule="robust_z"``, which needs no knowledge of the poison)."""
+    if rule == "oracle":
+        return flag_top_k(scores, budget)
+    z = robust_z(scores if z_source is None else z_source)
+    return (np.abs(z) if two_sided else z) > z_threshold
 
 
 def as_float_tensor(a) -> torch.Tensor:
@@ -91,9 +144,32 @@ def as_float_tensor(a) -> torch.Tensor:
     return t.double() if t.dtype == torch.float64 else t.float()
 
 
-def top_components(r: torch.Tensor, k: int) -> torch.Tensor:
-    """The top ``k`` principal directions of centred rows ``r`` [n, d] as columns [d, k], via the
-    d x d scatter matrix: one pass over the rows, linear in n (an SVD of r would be too)."""
-    scatter = (r.T @ r).double()
+def class_projection(
+    feats: torch.Tensor, idx: np.ndarray, k: int, chunk: int = 1 << 16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows ``idx`` of ``feats`` projected on their top ``k`` principal directions, centred:
+    (z [n, k] in the features' dtype, the class mean's projection [k] in float64, so that an
+    uncentred projection is z + offset). Two passes over the rows in chunks (mean and d x d
+    scatter, then the projection), so no centred copy of the class is made. Each chunk is
+    shifted by the first chunk's mean before its products, so float32 features lose no
+    precision to a mean far from 0; sums are kept in float64."""
+    idx = torch.as_tensor(idx)
+    d = feats.shape[1]
+    shift = feats[idx[:chunk]].double().mean(0).to(feats.dtype)
+    total = torch.zeros(d, dtype=torch.float64)
+    scatter = torch.zeros(d, d, dtype=torch.float64)
+    for s in range(0, len(idx), chunk):
+        c = feats[idx[s : s + chunk]] - shift
+        total += c.sum(0, dtype=torch.float64)
+        scatter += (c.T @ c).double()
+    n = max(len(idx), 1)
+    mean = total / n  # of the shifted rows
+    scatter -= n * torch.outer(mean, mean)
     _, vecs = torch.linalg.eigh(scatter)  # ascending
-    return vecs[:, -k:].flip(-1).to(r.dtype)
+    v = vecs[:, -min(k, d) :].flip(-1)
+    vf = v.to(feats.dtype)
+    z = torch.empty(len(idx), v.shape[1], dtype=feats.dtype)
+    for s in range(0, len(idx), chunk):
+        z[s : s + chunk] = (feats[idx[s : s + chunk]] - shift) @ vf
+    z -= (mean @ v).to(feats.dtype)
+    return z, (mean + shift.double()) @ v

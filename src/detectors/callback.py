@@ -3,8 +3,9 @@ that will be evaluated (the checkpoint callback's best_model_path: final weights
 best-on-validation with callbacks=early_stopping), score them against the ground-truth poison mask, store
 the results on the module and log them.
 
-Results land on the LightningModule: ``detection`` ({name: detection metrics + timing_s + info,
-or {"skipped": reason}}), ``attribution`` (the Trigger Attribution Ratio report, or None) and
+Results land on the LightningModule: ``detection`` ({name: the in-class detection metrics with
+a ``pooled`` block (src/metrics.py: detection_report), the detector's parameters, timing_s and
+info, or {"skipped": reason}}), ``attribution`` (the Trigger Attribution Ratio report, or None) and
 ``detection_flags`` ({name: bool array over the training split}, for the defense). Lightning
 forbids ``self.log`` in ``on_fit_end``, so metrics go to the trainer's loggers directly.
 """
@@ -25,16 +26,14 @@ log = logging.getLogger(__name__)
 
 
 class DetectionCallback(L.Callback):
-    def __init__(
-        self, detectors: Mapping, expected_rate: float, seed: int = 0, batch_size: int = 4096
-    ):
+    def __init__(self, detectors: Mapping, seed: int = 0, batch_size: int = 4096):
         self.detectors = detectors  # name -> config node with _target_ (and _partial_: true)
-        self.expected_rate, self.seed, self.batch_size = expected_rate, seed, batch_size
+        self.seed, self.batch_size = seed, batch_size
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         load_best_weights(trainer, pl_module)
         dm = trainer.datamodule
-        inputs = build_inputs(pl_module, dm, self.expected_rate, self.seed, self.batch_size)
+        inputs = build_inputs(pl_module, dm, self.seed, self.batch_size)
         detection, attribution, flags = run_detectors(self.detectors, inputs, dm.train_mask)
         pl_module.detection, pl_module.attribution = detection, attribution
         pl_module.detection_flags = flags
@@ -43,6 +42,7 @@ class DetectionCallback(L.Callback):
             for name, d in detection.items()
             for k, v in d.items()
             if k in ("auroc", "ap", "tpr_at_1fpr", "tpr_at_5fpr", "precision", "recall", "timing_s")
+            and v is not None
         }
         if attribution and "tar_ratio" in attribution:
             metrics.update(
@@ -69,14 +69,18 @@ def load_best_weights(trainer: L.Trainer, module: L.LightningModule) -> str:
 def run_detectors(
     detectors: Mapping, inputs: DetectorInputs, truth: np.ndarray
 ) -> tuple[dict, dict | None, dict]:
-    """Instantiate and run each detector; score it against ``truth`` (the poison mask)."""
+    """Instantiate and run each detector; score it against ``truth`` (the poison mask), within
+    the target class (the headline) and pooled over all rows."""
     from hydra.utils import instantiate
 
-    from src.metrics import detection_metrics
+    from src.metrics import detection_report
 
     detection, flags, attribution = {}, {}, None
     for name, node in (detectors or {}).items():
+        if node is None:  # detectors.<name>=null switches one off
+            continue
         fn = instantiate(node) if not callable(node) else node
+        params = _params(node)
         t0 = time.perf_counter()
         try:
             out = fn(inputs)
@@ -99,7 +103,9 @@ def run_detectors(
                 "detector %s: class %s skipped (%s rows, %s)", name, s["class"], s["n"], s["reason"]
             )
         detection[name] = {
-            **detection_metrics(out.scores, out.flags, truth),
+            **detection_report(out.scores, out.flags, truth, inputs.labels, inputs.target_label),
+            "params": params,
+            "oracle": out.info.get("flag_rule") == "oracle",
             "timing_s": timing,
             "info": out.info,
         }
@@ -107,9 +113,18 @@ def run_detectors(
     return detection, attribution, flags
 
 
-def build_inputs(
-    model, dm, expected_rate: float, seed: int, batch_size: int = 4096
-) -> DetectorInputs:
+def _params(node) -> dict:
+    """The detector's configured parameters (the config node less Hydra's keys)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(node, dict):
+        return {}
+    return {k: v for k, v in node.items() if not k.startswith("_")}
+
+
+def build_inputs(model, dm, seed: int, batch_size: int = 4096) -> DetectorInputs:
     """Everything a detector may read, from a fitted model and a set-up PoisonedDataModule."""
     from src.data.datamodule import IndexBatches, Tensors
     from src.detectors.attribution import trigger_columns
@@ -140,7 +155,8 @@ def build_inputs(
     return DetectorInputs(
         features=model.embed_all(dm.loader("train")).cpu(),
         labels=train.y.long().numpy(),
-        expected_rate=float(expected_rate),
+        expected_poisoned=int(dm.poisoned.n_poisoned),
+        target_label=int(dm.target_label),
         seed=seed,
         x=train.x,
         cat=train.cat,

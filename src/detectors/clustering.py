@@ -1,11 +1,27 @@
 """Activation clustering (Chen et al., 2018, arXiv:1811.03728).
 
 Per class: reduce the penultimate features to ``n_components`` dimensions (PCA, or FastICA as in
-the paper), split them into two clusters with k-means, and call the smaller cluster poison when
-its relative size is at most ``size_threshold`` (the paper's relative-size criterion; 0.35) and,
-if ``min_silhouette`` is set, when the split's silhouette score reaches it. Every row also gets a
-ranking score: distance to the larger cluster's centre minus distance to the smaller one's, so a
-row deep inside the small cluster scores highest, whether or not the class was judged poisoned.
+the paper) and split them in two with k-means (scikit-learn's ``KMeans``, k-means++ seeding,
+``n_init`` starts, seeded). Then two choices, each named in the config and recorded in info:
+
+- ``rule``, whether the class is judged poisoned:
+  - ``relative_size`` (default; the paper's): the suspicious cluster holds at most
+    ``size_threshold`` (0.35) of the class;
+  - ``silhouette`` (the paper's other criterion): the two-cluster split fits, its silhouette
+    score reaches ``silhouette_threshold``, whatever the cluster sizes.
+- ``orient``, which of the two clusters is suspicious:
+  - ``smaller`` (default): the smaller one, as the paper and ART assume;
+  - ``distance``: the cluster whose median activation lies closest to another class's median
+    (after ART's ``analyze_by_distance``, which calls a cluster poison when it is nearer
+    another class than its own; measured here in the full activation space, and against the
+    other classes only, since the poison pulls its own class's median towards itself). It does
+    not assume the poison is a minority of its class, which dirty-label poisoning of a rare
+    outcome breaks (the poison can be half of the class or more).
+
+Every row gets a ranking score, whether or not its class is judged poisoned: its distance to the
+clean cluster's centre minus its distance to the suspicious one's, so the suspicious cluster's
+core ranks first. Flags: the suspicious cluster of a class judged poisoned (the rule needs no
+knowledge of the poison rate).
 """
 
 from __future__ import annotations
@@ -13,42 +29,58 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from src.detectors.base import Detection, DetectorInputs, as_float_tensor, classes, top_components
+from src.detectors.base import (
+    Detection,
+    DetectorInputs,
+    as_float_tensor,
+    check_choice,
+    class_projection,
+    classes,
+)
+
+REDUCTIONS = ("pca", "ica")
+RULES = ("relative_size", "silhouette")
+ORIENTS = ("smaller", "distance")
 
 
 def activation_clustering(
     inputs: DetectorInputs,
     n_components: int = 10,
     reduction: str = "pca",
+    rule: str = "relative_size",
     size_threshold: float = 0.35,
-    min_silhouette: float | None = None,
+    silhouette_threshold: float = 0.10,
+    orient: str = "smaller",
+    n_init: int = 1,
     silhouette_sample: int = 2000,
     min_rows: int = 20,
 ) -> Detection:
-    if reduction not in ("pca", "ica"):
-        raise ValueError(
-            f"activation_clustering.reduction={reduction!r} is not allowed: one of pca, ica"
-        )
+    check_choice("activation_clustering", "reduction", reduction, REDUCTIONS)
+    check_choice("activation_clustering", "rule", rule, RULES)
+    check_choice("activation_clustering", "orient", orient, ORIENTS)
     feats = as_float_tensor(inputs.features)
     n = len(inputs)
     scores, flags = np.zeros(n), np.zeros(n, dtype=bool)
-    info: dict = {"classes": {}}
+    info: dict = {"rule": rule, "orient": orient, "flag_rule": rule, "classes": {}}
+    medians = _class_medians(feats, inputs.labels) if orient == "distance" else {}
     for c, idx in classes(inputs.labels, min_rows, info):
-        z = _reduce(feats[idx], n_components, reduction, inputs.seed)
-        assign, centres = two_means(torch.from_numpy(z), inputs.seed)
+        z = reduce_features(feats, idx, n_components, reduction, inputs.seed)
+        assign, centres = two_means(z, inputs.seed, n_init)
         sizes = np.bincount(assign, minlength=2)
-        small = int(np.argmin(sizes))
+        if orient == "smaller":
+            suspicious = int(np.argmin(sizes))
+        else:
+            suspicious = _closest_to_other_class(feats[idx].numpy(), assign, c, medians)
         d = np.linalg.norm(z[:, None, :] - centres[None], axis=2)  # [n_c, 2]
-        scores[idx] = d[:, 1 - small] - d[:, small]
-        rel = float(sizes[small] / len(idx))
-        sil = (
-            _silhouette(z, assign, silhouette_sample, inputs.seed)
-            if min_silhouette is not None
-            else None
-        )
-        poisoned = rel <= size_threshold and (sil is None or sil >= min_silhouette)
+        scores[idx] = d[:, 1 - suspicious] - d[:, suspicious]
+        rel = float(sizes[suspicious] / len(idx))
+        sil = _silhouette(z, assign, silhouette_sample, inputs.seed)
+        if rule == "relative_size":
+            poisoned = rel <= size_threshold
+        else:
+            poisoned = sil is not None and sil >= silhouette_threshold
         if poisoned:
-            flags[idx] = assign == small
+            flags[idx] = assign == suspicious
         info["classes"][str(c)] = {
             "relative_size": rel,
             "silhouette": sil,
@@ -57,43 +89,42 @@ def activation_clustering(
     return Detection(scores, flags, info)
 
 
-def two_means(
-    z: torch.Tensor, seed: int, n_init: int = 3, iters: int = 100
-) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd's 2-means with k-means++ seeding, best of ``n_init`` by inertia; vectorised over
-    rows (a few passes of an [n, 2] distance matrix), so linear in n."""
-    g = torch.Generator().manual_seed(seed)
-    best = (float("inf"), None, None)
-    for _ in range(n_init):
-        c0 = z[torch.randint(len(z), (1,), generator=g)]
-        d0 = (z - c0).pow(2).sum(1)
-        p = d0 / d0.sum() if d0.sum() > 0 else torch.full_like(d0, 1 / len(z))
-        c = torch.cat([c0, z[torch.multinomial(p, 1, generator=g)]])
-        assign = None
-        for _ in range(iters):
-            new = torch.cdist(z, c).argmin(1)
-            if assign is not None and torch.equal(new, assign):
-                break
-            assign = new
-            for k in range(2):
-                if (assign == k).any():
-                    c[k] = z[assign == k].mean(0)
-        inertia = float(torch.cdist(z, c).min(1).values.pow(2).sum())
-        if inertia < best[0]:
-            best = (inertia, assign.numpy().copy(), c.numpy().copy())
-    return best[1], best[2]
+def two_means(z: np.ndarray, seed: int, n_init: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's k-means with two clusters: (assignments, centres [2, k])."""
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=2, n_init=n_init, random_state=seed).fit(z)
+    return km.labels_.astype(np.int64), km.cluster_centers_
 
 
-def _reduce(f, k: int, reduction: str, seed: int) -> np.ndarray:
-    f = f - f.mean(0)
-    k = min(k, f.shape[1], f.shape[0])
+def reduce_features(feats, idx, k: int, reduction: str, seed: int) -> np.ndarray:
+    """Rows ``idx`` of ``feats``, centred and projected on their top ``k`` principal directions
+    (PCA through the d x d scatter matrix, linear in the rows), or FastICA's ``k``
+    components."""
+    feats = as_float_tensor(feats)
+    k = min(k, feats.shape[1], len(idx))
     if reduction == "ica":
         from sklearn.decomposition import FastICA
 
-        return FastICA(n_components=k, random_state=seed, max_iter=400).fit_transform(
-            f.double().numpy()
-        )
-    return (f @ top_components(f, k)).double().numpy()
+        f = feats[torch.as_tensor(idx)].double().numpy()
+        return FastICA(n_components=k, random_state=seed, max_iter=400).fit_transform(f)
+    return class_projection(feats, idx, k)[0].double().numpy()
+
+
+def _class_medians(feats, labels) -> dict[int, np.ndarray]:
+    f = feats.numpy()
+    return {int(c): np.median(f[labels == c], axis=0) for c in np.unique(labels)}
+
+
+def _closest_to_other_class(f: np.ndarray, assign: np.ndarray, c: int, medians: dict) -> int:
+    """The cluster whose median is nearest the median of another class."""
+    others = [m for k, m in medians.items() if k != c]
+    if not others:
+        return int(np.argmin(np.bincount(assign, minlength=2)))
+    dist = [
+        min(np.linalg.norm(np.median(f[assign == j], axis=0) - m) for m in others) for j in (0, 1)
+    ]
+    return int(np.argmin(dist))
 
 
 def _silhouette(z: np.ndarray, labels: np.ndarray, sample: int, seed: int) -> float | None:

@@ -9,14 +9,26 @@ forest is fitted on at most ``max_samples`` rows per tree (sklearn's subsampling
 and scores every row. Score = 1 if any measured cell lies outside the plausible range (so every
 out-of-range row ranks above every in-range one), + the share of such cells, + the
 isolation-forest anomaly in (0, 1].
-Flag = any out-of-range cell, or the top ``eps_multiplier * expected_rate`` of the forest score.
+Flag = any out-of-range cell, or a forest outlier: with ``flag_rule="oracle"`` the top
+``eps_multiplier x`` (configured number of poisoned rows) of the forest score, with
+``"robust_z"`` a forest score more than ``z_threshold`` robust standard deviations above the
+median. It reads no labels, so its budget is spent over all rows.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from src.detectors.base import Detection, DetectorInputs, flag_top, require
+from src.detectors.base import (
+    FLAG_RULES,
+    Detection,
+    DetectorInputs,
+    check_choice,
+    flag_rows,
+    require,
+)
 
 
 def input_outlier(
@@ -24,8 +36,12 @@ def input_outlier(
     n_estimators: int = 100,
     max_samples: int | str = 256,
     eps_multiplier: float = 1.5,
+    flag_rule: str = "oracle",
+    z_threshold: float = 3.5,
 ) -> Detection:
     from sklearn.ensemble import IsolationForest
+
+    check_choice("input_outlier", "flag_rule", flag_rule, FLAG_RULES)
 
     require(inputs, "input_outlier", "raw_series")
     series = np.asarray(inputs.raw_series, dtype=np.float32)
@@ -36,11 +52,17 @@ def input_outlier(
     iso = -forest.score_samples(feats)  # in (0, 1], higher = more anomalous
     out_of_range = out_of_range_share(series, inputs.feature_specs)
     scores = (out_of_range > 0) + out_of_range + iso  # iso <= 1: out of range ranks first
-    flags = (out_of_range > 0) | flag_top(iso, eps_multiplier * inputs.expected_rate)
+    budget = math.ceil(eps_multiplier * inputs.expected_poisoned - 1e-9)
+    flags = (out_of_range > 0) | flag_rows(iso, flag_rule, budget, z_threshold)
     return Detection(
         scores,
         flags,
-        {"n_out_of_range_rows": int((out_of_range > 0).sum()), "max_samples": max_samples},
+        {
+            "n_out_of_range_rows": int((out_of_range > 0).sum()),
+            "max_samples": max_samples,
+            "flag_rule": flag_rule,
+            "oracle_budget": budget,
+        },
     )
 
 

@@ -1,17 +1,31 @@
 """SPECTRE (Hayase, Kong, Somani and Oh, ICML 2021): robust whitening, then quantum entropy.
 
-Per class: project the centred penultimate features onto their top ``k`` principal directions,
-estimate mean and covariance robustly (``robust="trim"``: iterated trimming of the rows with the
-largest Mahalanobis distance, a simple form of the paper's filtering, linear in n;
-``robust="mcd"``: sklearn's MinCovDet, fitted on a subsample of at most ``mcd_max_rows`` rows),
-whiten with that estimate, and score each row with the quantum-entropy (QUE) score
+Per class, with m = the number of poisoned rows expected in the class (the configured count in
+the target class, 0 elsewhere: an oracle, as in the paper, which takes eps as given):
 
-    tau_i = z_i^T Q z_i / tr(Q),  Q = exp(alpha * (S - I) / (||S||_2 - 1)),
+1. Project the centred penultimate features on their top ``max_dim`` (64) principal directions.
+2. For a dimension k, keep the top k, estimate mean and covariance robustly, whiten every row with
+   that estimate, and score it with the quantum-entropy (QUE) score
 
-where S is the covariance of the whitened rows: after robust whitening the clean rows look
-isotropic, so the direction the poison adds dominates S and Q. Alpha = 0 gives the squared norm
-(Mahalanobis), large alpha the spectral-signature projection. The top
-``eps_multiplier * expected_rate`` of each class is flagged (the oracle bound the paper uses).
+       tau_i = w_i^T Q w_i / tr(Q),  Q = exp(alpha * (S - I) / (||S||_2 - 1)),
+
+   S the covariance of the whitened rows (k = 1: no whitening, tau_i = w_i^2). After robust
+   whitening the clean rows look isotropic, so the direction the poison adds dominates S and Q.
+3. ``k="auto"`` (default) chooses k as the reference code does (``rcov_auto_quantum_filter``):
+   for each k in round(linspace(1, sqrt(max_dim), 8)^2), remove the ``eps_multiplier * m``
+   highest scores, re-estimate the covariance of the ``max_dim``-dim rows from the rest, whiten
+   all rows with it, and keep the k whose QUE-weighted spectral norm tr(S Q) / tr(Q) is largest:
+   the k after which the remaining rows look least like a clean Gaussian. A fixed integer k is
+   also accepted.
+
+Robust estimates (``robust``): ``trim`` removes the ``trim_multiplier * m`` rows of largest
+Mahalanobis distance, ``trim_iters`` times re-estimated (the reference filters at most
+2 eps rows with DKK17's filter; this is the same budget with a simpler filter, linear in n);
+``mcd`` is scikit-learn's MinCovDet on at most ``mcd_max_rows`` rows.
+
+Flags (``flag_rule``): ``oracle`` removes the ``eps_multiplier * m`` highest scores (the
+paper's 1.5 eps); ``robust_z`` flags scores whose robust z-score of sqrt(tau) exceeds
+``z_threshold``.
 """
 
 from __future__ import annotations
@@ -20,77 +34,145 @@ import numpy as np
 import torch
 
 from src.detectors.base import (
+    FLAG_RULES,
     Detection,
     DetectorInputs,
     as_float_tensor,
+    check_choice,
+    class_projection,
     classes,
-    flag_top,
-    top_components,
+    flag_rows,
+    flag_top_k,
+    oracle_budget,
 )
+
+ROBUST = ("trim", "mcd")
 
 
 def spectre(
     inputs: DetectorInputs,
-    k: int = 32,
+    k: int | str = "auto",
     alpha: float = 4.0,
     eps_multiplier: float = 1.5,
     robust: str = "trim",
+    trim_multiplier: float = 2.0,
     trim_iters: int = 5,
+    max_dim: int = 64,
+    flag_rule: str = "oracle",
+    z_threshold: float = 3.5,
     mcd_max_rows: int = 20_000,
     min_rows: int = 40,
 ) -> Detection:
-    if robust not in ("trim", "mcd"):
-        raise ValueError(f"spectre.robust={robust!r} is not allowed: one of trim, mcd")
-    feats = as_float_tensor(inputs.features).double()
+    check_choice("spectre", "robust", robust, ROBUST)
+    check_choice("spectre", "flag_rule", flag_rule, FLAG_RULES)
+    if k != "auto" and not (isinstance(k, int) and k >= 1):
+        raise ValueError(f"spectre.k={k!r} is not allowed: 'auto' or a positive integer")
+    feats = as_float_tensor(inputs.features)
     n = len(inputs)
     scores, flags = np.zeros(n), np.zeros(n, dtype=bool)
-    frac = eps_multiplier * inputs.expected_rate
-    info: dict = {"flag_fraction": frac, "robust": robust}
-    for _, idx in classes(inputs.labels, min_rows, info):
-        f = feats[idx]
-        f = f - f.mean(0)
-        kk = min(k, f.shape[1], len(idx) // 4)
-        z = f @ top_components(f, kk)
-        if robust == "mcd":
-            mu, cov = _mcd(z, mcd_max_rows, inputs.seed)
+    info: dict = {"robust": robust, "flag_rule": flag_rule, "k": {}, "oracle_budget": {}}
+    for c, idx in classes(inputs.labels, min_rows, info):
+        dim = min(max_dim, feats.shape[1], len(idx) // 4)
+        base = class_projection(feats, idx, dim)[0]  # [n_c, dim], centred
+        m = inputs.expected_poisoned if c == inputs.target_label else 0
+        n_remove = oracle_budget(inputs, c, eps_multiplier)
+        n_trim = int(round(trim_multiplier * m))
+
+        def score_at(kk: int, base=base, n_trim=n_trim) -> np.ndarray:
+            return _que_filter_scores(
+                base[:, :kk], alpha, robust, n_trim, trim_iters, mcd_max_rows, inputs.seed
+            )
+
+        if k == "auto":
+            kk, s = _auto_k(base, score_at, alpha, n_remove)
         else:
-            mu, cov = _trimmed(z, min(max(frac, 0.05), 0.5), trim_iters)
-        w = _whiten(z - mu, cov)
-        s = que_scores(w, alpha)
+            kk = min(int(k), dim)
+            s = score_at(kk)
+        info["k"][str(c)] = kk
+        info["oracle_budget"][str(c)] = n_remove
         scores[idx] = s
-        flags[idx] = flag_top(s, frac)
+        flags[idx] = flag_rows(s, flag_rule, n_remove, z_threshold, np.sqrt(np.maximum(s, 0)))
     return Detection(scores, flags, info)
 
 
-def que_scores(w: torch.Tensor, alpha: float) -> np.ndarray:
-    n, k = w.shape
-    s = (w.T @ w) / n
+def candidate_ks(dim: int) -> list[int]:
+    """round(linspace(1, sqrt(dim), 8)^2), as in the reference code (dim 64: 1, 4, 9, ..., 64)."""
+    ks = np.round(np.linspace(1.0, np.sqrt(dim), 8) ** 2).astype(int)
+    return sorted({int(v) for v in ks if 1 <= v <= dim})
+
+
+def _auto_k(base: torch.Tensor, score_at, alpha: float, n_remove: int) -> tuple[int, np.ndarray]:
+    best = (-np.inf, 1, None)
+    for kk in candidate_ks(base.shape[1]):
+        s = score_at(kk)
+        keep = ~flag_top_k(s, n_remove)
+        kept = base[torch.from_numpy(keep)]
+        mu, cov = kept.mean(0), _cov(kept)
+        w = whiten(base - mu, cov)
+        op = _que_norm(_cov(w), alpha)
+        if op > best[0]:
+            best = (op, kk, s)
+    return best[1], best[2]
+
+
+def _que_filter_scores(
+    z: torch.Tensor, alpha: float, robust: str, n_trim: int, iters: int, mcd_max: int, seed: int
+) -> np.ndarray:
+    if z.shape[1] == 1:  # the reference does not whiten one dimension
+        return ((z[:, 0] - z[:, 0].mean()).double() ** 2).numpy()
+    if robust == "mcd":
+        mu, cov = _mcd(z, mcd_max, seed)
+    else:
+        mu, cov = trimmed_estimate(z, n_trim, iters)
+    return que_scores(whiten(z - mu, cov), alpha)
+
+
+def _cov(z: torch.Tensor) -> torch.Tensor:
+    """Covariance (1/n) in float64, whatever the rows' dtype."""
+    zc = z - z.mean(0)
+    return (zc.T @ zc).double() / max(len(z), 1)
+
+
+def _que_matrix(s: torch.Tensor, alpha: float) -> torch.Tensor:
+    k = s.shape[0]
     top = torch.linalg.eigvalsh(s)[-1]
-    q = torch.linalg.matrix_exp(
+    return torch.linalg.matrix_exp(
         alpha * (s - torch.eye(k, dtype=s.dtype)) / torch.clamp(top - 1.0, min=1e-6)
     )
-    return (((w @ q) * w).sum(1) / torch.trace(q)).numpy()
 
 
-def _trimmed(z: torch.Tensor, trim: float, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _que_norm(s: torch.Tensor, alpha: float) -> float:
+    q = _que_matrix(s, alpha)
+    return float(torch.trace(s @ q) / torch.trace(q))
+
+
+def que_scores(w: torch.Tensor, alpha: float) -> np.ndarray:
+    """tau_i = w_i^T Q w_i / tr(Q) with Q = exp(alpha (S - I) / (||S|| - 1)), S = cov(w)."""
+    q = _que_matrix(_cov(w), alpha)
+    return (((w @ q.to(w.dtype)) * w).sum(1).double() / torch.trace(q)).numpy()
+
+
+def trimmed_estimate(z: torch.Tensor, n_trim: int, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance of the rows left after removing the ``n_trim`` rows of largest
+    Mahalanobis distance, re-estimated ``iters`` times (n_trim 0: the plain estimate)."""
+    n_keep = max(len(z) - n_trim, z.shape[1] + 1)
     keep = torch.ones(len(z), dtype=torch.bool)
-    n_keep = max(int(round((1.0 - trim) * len(z))), z.shape[1] + 1)
-    for _ in range(iters):
+    for _ in range(iters if n_keep < len(z) else 0):
         zk = z[keep]
         mu = zk.mean(0)
-        cov = torch.cov(zk.T).reshape(z.shape[1], z.shape[1])
-        d = _mahalanobis(z - mu, cov)
+        d = whiten(z - mu, _cov(zk)).pow(2).sum(1)
         keep = torch.zeros(len(z), dtype=torch.bool)
         keep[torch.topk(d, n_keep, largest=False).indices] = True
     zk = z[keep]
-    return zk.mean(0), torch.cov(zk.T).reshape(z.shape[1], z.shape[1])
+    return zk.mean(0), _cov(zk)
 
 
 def _mcd(z: torch.Tensor, max_rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     from sklearn.covariance import MinCovDet
 
     rng = np.random.default_rng(seed)
-    sub = z.numpy() if len(z) <= max_rows else z.numpy()[rng.choice(len(z), max_rows, False)]
+    z = z.double().numpy()
+    sub = z if len(z) <= max_rows else z[rng.choice(len(z), max_rows, False)]
     m = MinCovDet(random_state=seed).fit(sub)
     return torch.from_numpy(m.location_), torch.from_numpy(m.covariance_)
 
@@ -101,9 +183,5 @@ def _inv_sqrt(cov: torch.Tensor) -> torch.Tensor:
     return vecs @ torch.diag(vals.rsqrt()) @ vecs.T
 
 
-def _whiten(r: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
-    return r @ _inv_sqrt(cov)
-
-
-def _mahalanobis(r: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
-    return _whiten(r, cov).pow(2).sum(1)
+def whiten(r: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    return r @ _inv_sqrt(cov).to(r.dtype)

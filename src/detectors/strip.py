@@ -3,11 +3,20 @@
 Each training row is superimposed on ``n_perturbations`` rows drawn (seeded) from a clean pool
 (the validation split, clean by construction) in the model's input view: x = (x_i + x_j) / 2,
 keeping row i's categorical codes (codes cannot be averaged). A trigger that dominates the
-prediction survives the blend, so the model stays confident: low mean prediction entropy is
-suspicious, score = -entropy. The flag follows the paper: the threshold is the ``frr`` quantile
-of the entropies of clean pool rows blended the same way (``frr`` = accepted false rejection
-rate), so no poison rate is assumed. Rows are processed in chunks of about ``chunk`` blended
-inputs per forward pass; nothing loops over single rows.
+prediction survives the blend, so the model stays confident. The reference entropies are those
+of clean pool rows blended the same way; ``frr`` is the accepted false rejection rate, so no
+poison rate is assumed. Three variants (``variant``, recorded in info):
+
+- ``low`` (the paper): score = -entropy; flag entropies below the reference's ``frr`` quantile.
+- ``two_sided``: score = |entropy - reference median| / reference MAD; flag entropies outside the
+  reference's ``frr / 2`` and ``1 - frr / 2`` quantiles. Poison that is a large share of its
+  class can make the model *less* certain under blending, which the one-sided rule misses.
+- ``per_class``: as ``low``, with the reference and its threshold taken per class (pool rows
+  grouped by the class the model predicts for them), each training row compared with the
+  reference of its label's class.
+
+Rows are processed in chunks of about ``chunk`` blended inputs per forward pass; nothing loops
+over single rows.
 """
 
 from __future__ import annotations
@@ -15,7 +24,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from src.detectors.base import Detection, DetectorInputs, require
+from src.detectors.base import Detection, DetectorInputs, check_choice, require
+
+VARIANTS = ("low", "two_sided", "per_class")
 
 
 def strip(
@@ -24,7 +35,9 @@ def strip(
     frr: float = 0.01,
     n_pool_reference: int = 1000,
     chunk: int = 16384,
+    variant: str = "low",
 ) -> Detection:
+    check_choice("strip", "variant", variant, VARIANTS)
     require(inputs, "strip", "x", "cat", "predict", "pool_x", "pool_cat")
     if len(inputs.pool_x) == 0:
         raise ValueError("strip needs a non-empty clean pool (the validation split is empty)")
@@ -42,12 +55,28 @@ def strip(
         g,
         chunk,
     )
+    info = {"variant": variant, "flag_rule": "frr", "frr": frr, "n_perturbations": n_perturbations}
+    if variant == "two_sided":
+        lo, med, hi = np.quantile(h_ref, [frr / 2, 0.5, 1 - frr / 2])
+        mad = float(np.median(np.abs(h_ref - med))) or 1e-12
+        info.update(entropy_thresholds=[float(lo), float(hi)])
+        return Detection(np.abs(h - med) / mad, (h < lo) | (h > hi), info)
+    if variant == "per_class":
+        ref_class = (inputs.predict(inputs.pool_x[ref_idx], inputs.pool_cat[ref_idx]) >= 0.5).long()
+        ref_class = ref_class.numpy()
+        scores, flags, thresholds = -h.copy(), np.zeros(len(h), dtype=bool), {}
+        for c in np.unique(inputs.labels):
+            rows = np.asarray(inputs.labels) == c
+            ref_c = h_ref[ref_class == c] if (ref_class == c).sum() >= 10 else h_ref
+            thr = float(np.quantile(ref_c, frr))
+            thresholds[str(int(c))] = thr
+            scores[rows] = -(h[rows] - np.median(ref_c))
+            flags[rows] = h[rows] < thr
+        info.update(entropy_thresholds=thresholds)
+        return Detection(scores, flags, info)
     threshold = float(np.quantile(h_ref, frr))
-    return Detection(
-        -h,
-        h < threshold,
-        {"entropy_threshold": threshold, "frr": frr, "n_perturbations": n_perturbations},
-    )
+    info.update(entropy_threshold=threshold)
+    return Detection(-h, h < threshold, info)
 
 
 def blended_entropy(
