@@ -146,11 +146,15 @@ def main() -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch intra-op threads (1: on a shared, oversubscribed machine more "
-        "threads spin-wait and run up to ~80x slower; raise it on a quiet one)",
+        help="torch and BLAS threads, ours and ART's alike (1: on a shared, oversubscribed "
+        "machine more threads spin-wait and run up to ~80x slower; raise it on a quiet one)",
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    # ART (numpy, scikit-learn) gets the same thread count as torch: a ratio at equal footing
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads)
     from sklearn.metrics import roc_auc_score
 
     dets = detectors()

@@ -7,11 +7,20 @@ Reads every job's ``results.json`` under the sweep directory and writes, next to
   overrides, seed, poison rate, counts, clean.*, attack.*, detection.<detector>.*, stealth.*,
   defense.*, timings.*, status and error). Failed jobs and job folders without a results.json
   (status ``missing``: killed, or still running) are rows too, never dropped.
-- ``cells.csv``: per cell (every config value but the seed) and metric, the number of seeds, mean,
-  standard deviation and a 95% t-interval over seeds (n = 1: no interval, the bounds are empty).
-- ``figures/*.png``: ASR and ASR lift against poison rate, clean AUROC against poison rate, and
-  (when detectors ran) a detection AUROC heatmap trigger x detector.
+- ``cells.csv``: per cell (every config value but the seed) and metric, the number of seeds behind
+  it, the seeds dropped (failed jobs, undefined values) by name, mean, standard deviation and a
+  95% t-interval over seeds clipped to the metric's range (n = 1: no interval), and the
+  poisoned-row count of the cell (mean, min, max).
+- ``paired_tests.csv``: conditions compared on the same seeds (trigger against trigger, model
+  against model, detector against detector at the same cell), with the paired t-test and the
+  Wilcoxon signed-rank test.
+- ``figures/*.png``: ASR and the paired lift against poison rate, clean AUROC against poison
+  rate, and (when detectors ran) in-class detection AUROC heatmaps, one per poison rate.
 - ``report.md``: the tables and figures together.
+
+The paired lift (``attack.paired_lift``) of a job is its ASR minus the ASR of the clean model of
+the same cell and seed (poison rate 0, same trigger and model), where the sweep holds one: the
+trigger's value alone moves a clean model, and only what poisoning adds is the backdoor.
 
 Only aggregate metrics are written: results.json holds no patient-level rows, and lists longer
 than a few items are left out of the summary.
@@ -47,6 +56,7 @@ HEADLINE = [
     ("attack.asr", "ASR"),
     ("attack.base_rate", "base rate"),
     ("attack.asr_lift", "ASR lift"),
+    ("attack.paired_lift", "paired lift"),
 ]
 CONFIG_COLS = ("poison_rate", "poison_mode", "target_label")
 MAX_LIST = 20  # longer lists (never patient rows, but noise in a table) stay out of the summary
@@ -170,9 +180,47 @@ def summary_table(sweep_dir: Path):
 
 
 # --- statistics ----------------------------------------------------------------------------------
-def t_interval(values, confidence: float = CONFIDENCE) -> dict:
-    """Mean, sample standard deviation and the two-sided t-interval of the mean. n = 1 has no
-    interval (the bounds are NaN); NaN values are left out (and not counted in n)."""
+# Metric ranges: the interval of a mean never leaves them.
+UNIT = (0.0, 1.0)
+SIGNED_UNIT = (-1.0, 1.0)
+UNIT_LEAVES = (
+    "auroc",
+    "ap",
+    "auprc",
+    "accuracy",
+    "ece",
+    "asr",
+    "base_rate",
+    "tpr_at_1fpr",
+    "tpr_at_5fpr",
+    "precision",
+    "recall",
+    "relative_size",
+)
+SIGNED_LEAVES = ("asr_lift", "paired_lift")
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values ``metric`` can take: shares in [0, 1], differences of shares in [-1, 1],
+    anything else unbounded."""
+    leaf = metric.rsplit(".", 1)[-1]
+    if leaf in SIGNED_LEAVES or leaf.endswith("_change"):
+        return SIGNED_UNIT
+    if leaf in UNIT_LEAVES or leaf.startswith("share") or "_share" in leaf:
+        return UNIT
+    return (-math.inf, math.inf)
+
+
+def t_interval(
+    values, confidence: float = CONFIDENCE, bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> dict:
+    """Mean, sample standard deviation and the two-sided t-interval of the mean over seeds, with
+    n - 1 degrees of freedom, clipped to ``bounds`` (the metric's range). n = 1 has no interval
+    (the bounds are NaN); NaN values are left out (and not counted in n).
+
+    Why t and not a bootstrap over seeds: with the 3 to 5 seeds of a sweep, a percentile
+    bootstrap can never reach beyond the observed values and undercovers; the t-interval is
+    wider, and clipping keeps it inside the metric's range."""
     import numpy as np
     from scipy import stats
 
@@ -186,7 +234,40 @@ def t_interval(values, confidence: float = CONFIDENCE) -> dict:
         return {"n": 1, "mean": mean, "sd": math.nan, "ci_low": math.nan, "ci_high": math.nan}
     sd = float(x.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
-    return {"n": n, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
+    lo, hi = bounds
+    return {
+        "n": n,
+        "mean": mean,
+        "sd": sd,
+        "ci_low": max(mean - half, lo),
+        "ci_high": min(mean + half, hi),
+    }
+
+
+def add_paired_lift(df, keys: list[str]):
+    """``attack.paired_lift`` (ASR minus the same-seed clean model's ASR) and
+    ``attack.clean_model_asr`` for every ok job whose cell has a rate-0 job with that seed."""
+    import numpy as np
+
+    if not {"poison_rate", "seed", "attack.asr"} <= set(df.columns):
+        return df
+    context = [k for k in keys if k != "poison_rate"]
+    ok = df["status"] == "ok"
+    rate = df["poison_rate"].astype(float)
+    clean = df[ok & (rate == 0)]
+    lookup = {
+        (*(str(r[k]) for k in context), str(r["seed"])): r["attack.asr"]
+        for r in clean.to_dict("records")
+    }
+    ref = [
+        lookup.get((*(str(r[k]) for k in context), str(r["seed"])), np.nan)
+        if r["status"] == "ok" and float(r["poison_rate"]) > 0
+        else np.nan
+        for r in df.to_dict("records")
+    ]
+    df["attack.clean_model_asr"] = ref
+    df["attack.paired_lift"] = df["attack.asr"].astype(float) - df["attack.clean_model_asr"]
+    return df
 
 
 def metric_columns(df) -> list[str]:
@@ -247,30 +328,187 @@ def cell_keys(df) -> list[str]:
     return keys
 
 
+CELL_COLUMNS = (
+    "metric",
+    "n",
+    "mean",
+    "sd",
+    "ci_low",
+    "ci_high",
+    "seeds",
+    "dropped",
+    "n_poisoned_mean",
+    "n_poisoned_min",
+    "n_poisoned_max",
+)
+
+
 def cell_stats(df, keys: list[str] | None = None):
     """Long table: one row per cell and metric with n, mean, sd and the 95% t-interval over
-    seeds, from the jobs with status ok."""
+    seeds (clipped to the metric's range) from the jobs with status ok; the seeds behind it and
+    the ones dropped (a failed or missing job, or an undefined value), and the cell's
+    poisoned-row count."""
     import pandas as pd
 
     if keys is None:
         keys = cell_keys(df)
-    ok = df[df["status"] == "ok"]
+    ok_all = df[df["status"] == "ok"]
+    metrics = metric_columns(ok_all) if len(ok_all) else []
     rows = []
-    metrics = metric_columns(ok) if len(ok) else []
-    if not len(ok) or not keys:
-        return pd.DataFrame(columns=[*keys, "metric", "n", "mean", "sd", "ci_low", "ci_high"])
-    for cell, g in ok.groupby(keys, dropna=False, sort=True):
+    if not len(ok_all) or not keys:
+        return pd.DataFrame(columns=[*keys, *CELL_COLUMNS])
+    for cell, g in df.groupby(keys, dropna=False, sort=True):
         cell = cell if isinstance(cell, tuple) else (cell,)
         base = dict(zip(keys, cell, strict=True))
+        ok = g[g["status"] == "ok"]
+        if not len(ok):
+            continue
+        failed = [f"{_seed(r)} ({r['status']})" for r in g[g["status"] != "ok"].to_dict("records")]
+        counts = ok["counts.n_poisoned"].astype(float) if "counts.n_poisoned" in ok else None
+        count_cols = {
+            "n_poisoned_mean": float(counts.mean()) if counts is not None else math.nan,
+            "n_poisoned_min": float(counts.min()) if counts is not None else math.nan,
+            "n_poisoned_max": float(counts.max()) if counts is not None else math.nan,
+        }
         for m in metrics:
-            s = t_interval(g[m].tolist())
-            if s["n"]:
-                rows.append({**base, "metric": m, **s, "seeds": _seeds(g)})
-    return pd.DataFrame(rows)
+            vals = ok[m].astype(float)
+            st = t_interval(vals.tolist(), bounds=metric_range(m))
+            if not st["n"]:
+                continue
+            undefined = [f"{_seed(r)} (undefined)" for r in ok[vals.isna()].to_dict("records")]
+            rows.append(
+                {
+                    **base,
+                    "metric": m,
+                    **st,
+                    "seeds": _seeds(ok[vals.notna()]),
+                    "dropped": "; ".join(failed + undefined),
+                    **count_cols,
+                }
+            )
+    return pd.DataFrame(rows, columns=[*keys, *CELL_COLUMNS])
+
+
+def _seed(r) -> str:
+    s = r.get("seed")
+    return f"seed {int(s)}" if s == s and s is not None else f"job {r.get('job')}"
 
 
 def _seeds(g) -> str:
-    return ",".join(str(s) for s in sorted(g["seed"].dropna().unique()))
+    return ",".join(str(int(s)) for s in sorted(g["seed"].dropna().unique()))
+
+
+# --- paired comparisons ----------------------------------------------------------------------
+PAIRED_METRICS = ("attack.asr", "attack.paired_lift", "clean.auroc")
+
+
+def paired_tests(df, keys: list[str]):
+    """Each pair of levels of each varying factor (trigger, model, and any other cell key but
+    the poison rate), compared at equal other keys on the seeds both ran: mean difference
+    (a - b), the paired t-test's and the Wilcoxon signed-rank test's two-sided p-values. Also
+    each pair of detectors on the in-class detection AUROC of the same jobs. Rows with fewer
+    than 2 pairs are left out."""
+    import itertools
+
+    import pandas as pd
+
+    ok = df[df["status"] == "ok"]
+    rows = []
+    for factor in [k for k in keys if k != "poison_rate"]:
+        levels = sorted(ok[factor].astype(str).unique(), key=_natural)
+        context = [k for k in keys if k != factor]
+        for a, b in itertools.combinations(levels, 2):
+            ga = ok[ok[factor].astype(str) == a]
+            gb = ok[ok[factor].astype(str) == b]
+            for m in [m for m in PAIRED_METRICS if m in ok]:
+                merged = ga[[*context, "seed", m]].merge(
+                    gb[[*context, "seed", m]], on=[*context, "seed"], suffixes=("_a", "_b")
+                )
+                if context:
+                    groups = merged.groupby(context, dropna=False, sort=True)
+                else:
+                    groups = [((), merged)]
+                for ctx, g in groups:
+                    ctx = ctx if isinstance(ctx, tuple) else (ctx,)
+                    rows.append(
+                        _paired_row(
+                            {
+                                "factor": factor,
+                                "a": a,
+                                "b": b,
+                                "metric": m,
+                                "context": _context_text(context, ctx),
+                            },
+                            g[f"{m}_a"],
+                            g[f"{m}_b"],
+                        )
+                    )
+    det = sorted({c.split(".")[1] for c in ok.columns if _is_detection_auroc(c)})
+    for ctx, g in ok.groupby(keys, dropna=False, sort=True) if keys else []:
+        ctx = ctx if isinstance(ctx, tuple) else (ctx,)
+        for a, b in itertools.combinations(det, 2):
+            rows.append(
+                _paired_row(
+                    {
+                        "factor": "detector",
+                        "a": a,
+                        "b": b,
+                        "metric": "detection.auroc (in class)",
+                        "context": _context_text(keys, ctx),
+                    },
+                    g[f"detection.{a}.auroc"],
+                    g[f"detection.{b}.auroc"],
+                )
+            )
+    cols = [
+        "factor",
+        "a",
+        "b",
+        "metric",
+        "context",
+        "n_pairs",
+        "mean_diff",
+        "t_test_p",
+        "wilcoxon_p",
+    ]
+    out = pd.DataFrame([r for r in rows if r["n_pairs"] >= 2], columns=cols)
+    return out
+
+
+def _is_detection_auroc(col: str) -> bool:
+    parts = col.split(".")
+    return len(parts) == 3 and parts[0] == "detection" and parts[2] == "auroc"
+
+
+def _context_text(keys, values) -> str:
+    return ", ".join(
+        f"{k.removeprefix('override.')}={_show(k, str(v))}"
+        for k, v in zip(keys, values, strict=True)
+    )
+
+
+def _paired_row(head: dict, a, b) -> dict:
+    """Paired t-test (scipy.stats.ttest_rel) and Wilcoxon signed-rank (scipy.stats.wilcoxon,
+    exact where it can be) on the pairs where both values are defined."""
+    import numpy as np
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    d = a - b
+    t_p = w_p = math.nan
+    if len(d) >= 2 and np.any(d != 0):
+        if np.std(d) > 0:
+            t_p = float(stats.ttest_rel(a, b).pvalue)
+        w_p = float(stats.wilcoxon(a, b).pvalue)
+    return {
+        **head,
+        "n_pairs": int(len(d)),
+        "mean_diff": float(d.mean()) if len(d) else math.nan,
+        "t_test_p": t_p,
+        "wilcoxon_p": w_p,
+    }
 
 
 # --- formatting ---------------------------------------------------------------------------------
@@ -356,8 +594,8 @@ def _ylim(metric: str, d) -> tuple[float, float]:
     lo = 0.0 if lo != lo else float(lo)  # NaN: no data
     if metric == "attack.asr":
         return -0.03, 1.03
-    if metric == "attack.asr_lift":
-        return min(-0.1, lo - 0.03), 1.03
+    if metric in ("attack.asr_lift", "attack.paired_lift"):
+        return max(-1.03, min(-0.1, lo - 0.03)), 1.03
     if metric == "clean.auroc":
         return min(0.5, lo - 0.02), 1.0
     return lo - 0.05, float(d[["mean", "ci_high"]].max().max()) + 0.05
@@ -366,11 +604,13 @@ def _ylim(metric: str, d) -> tuple[float, float]:
 def plot_vs_rate(
     cells, keys, metrics: list[tuple[str, str]], path: Path, title: str
 ) -> Path | None:
-    """One row per metric, one panel per model, one line per trigger, the 95% interval shaded."""
+    """One row per metric, one panel per model, one line per trigger over the positive rates
+    (rate 0 a separate marker), the 95% interval shaded and drawn as bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     sub = cells[cells["metric"].isin([m for m, _ in metrics])].copy()
     if sub.empty or "poison_rate" not in sub.columns:
@@ -401,13 +641,23 @@ def plot_vs_rate(
                 ds = d[d["series"] == s].sort_values("poison_rate")
                 if ds.empty:
                     continue
-                x = [where[float(r)] for r in ds["poison_rate"]]
                 c = colors[s]
-                ax.plot(x, ds["mean"], "o-", color=c, ms=3.5, lw=1.4, label=s)
-                lo, hi = ds["ci_low"].to_numpy(), ds["ci_high"].to_numpy()
-                ax.fill_between(x, lo, hi, color=c, alpha=0.18, lw=0)
+                # rate 0 sits left of the axis break: a marker with its interval, never
+                # joined by a line to the positive rates
+                zero = ds[ds["poison_rate"].astype(float) == 0]
+                pos = ds[ds["poison_rate"].astype(float) > 0]
+                for part, style in ((zero, "o"), (pos, "o-")):
+                    if part.empty:
+                        continue
+                    x = [where[float(r)] for r in part["poison_rate"]]
+                    lo, hi = part["ci_low"].to_numpy(), part["ci_high"].to_numpy()
+                    ax.plot(x, part["mean"], style, color=c, ms=3.5, lw=1.4, label=s)
+                    if len(part) > 1:
+                        ax.fill_between(x, lo, hi, color=c, alpha=0.18, lw=0)
+                    ok = ~(np.isnan(lo) | np.isnan(hi))
+                    ax.vlines(np.asarray(x)[ok], lo[ok], hi[ok], color=c, alpha=0.5, lw=1)
             _setup_rate_axis(ax, sub["poison_rate"].unique(), where, zero_at)
-            if metric == "attack.asr_lift":
+            if metric in ("attack.asr_lift", "attack.paired_lift"):
                 ax.axhline(0, color="0.4", lw=0.8, ls=":")
             ax.set_ylim(*_ylim(metric, sub[sub["metric"] == metric]))
             if i == 0:
@@ -432,25 +682,27 @@ def plot_vs_rate(
         frameon=False,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
+    _savefig(fig, path)
     plt.close(fig)
     return path
 
 
 def detection_matrix(cells):
-    """Mean detection AUROC per (model, trigger, detector), averaged over poisoned cells (rate >
-    0) after averaging over seeds; None without detection results."""
-    sub = cells[cells["metric"].str.match(r"^detection\.[^.]+\.auroc$")].copy()
+    """Mean in-class detection AUROC over seeds per (poison rate, model, trigger, detector), for
+    the poisoned cells (rate > 0); None without detection results. Never averaged over rates:
+    a detector's verdict can reverse with the poison's share of its class."""
+    sub = cells[cells["metric"].map(_is_detection_auroc)].copy()
     if "poison_rate" in sub:
         sub = sub[sub["poison_rate"].astype(float) > 0]
     if sub.empty:
         return None
     sub["detector"] = sub["metric"].str.split(".").str[1]
-    by = [k for k in ("model", "trigger") if k in sub] + ["detector"]
+    by = [k for k in ("poison_rate", "model", "trigger") if k in sub] + ["detector"]
     return sub.groupby(by, dropna=False)["mean"].mean().reset_index()
 
 
 def plot_detection(cells, path: Path) -> Path | None:
+    """A heatmap trigger x detector per (poison rate, model): rows of panels are rates."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -460,11 +712,13 @@ def plot_detection(cells, path: Path) -> Path | None:
     m = detection_matrix(cells)
     if m is None:
         return None
+    if "poison_rate" not in m:
+        m["poison_rate"] = "all"
     models = sorted(m["model"].astype(str).unique()) if "model" in m else ["all"]
+    rates = sorted(m["poison_rate"].unique(), key=_natural)
     triggers = sorted(m["trigger"].astype(str).unique())
     dets = sorted(m["detector"].unique())
-    ncol = min(2, len(models))  # two panels a row keeps the numbers legible
-    nrow = math.ceil(len(models) / ncol)
+    nrow, ncol = len(rates), len(models)
     fig, axes = plt.subplots(
         nrow,
         ncol,
@@ -475,33 +729,47 @@ def plot_detection(cells, path: Path) -> Path | None:
             (0.38 * max(len(triggers), 3) + 1.7) * nrow + 0.5,
         ),
     )
-    for ax in axes.flat[len(models) :]:
-        ax.set_visible(False)
     im = None
-    for k, model in enumerate(models):
-        ax, j = axes.flat[k], k % ncol
-        d = m[m["model"].astype(str) == model] if "model" in m else m
-        grid = np.full((len(triggers), len(dets)), np.nan)
-        for _, r in d.iterrows():
-            grid[triggers.index(str(r["trigger"])), dets.index(r["detector"])] = r["mean"]
-        im = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
-        for (a, b), v in np.ndenumerate(grid):
-            ax.text(b, a, "–" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8)
-        ax.set_xticks(range(len(dets)), dets, rotation=40, ha="right", fontsize=8)
-        ax.set_yticks(
-            range(len(triggers)), triggers if j == 0 else [""] * len(triggers), fontsize=8
-        )
-        ax.set_title(f"model: {model}", fontsize=10)
-        ax.set_xlabel("detector")
-        if j == 0:
-            ax.set_ylabel("trigger")
+    for i, rate in enumerate(rates):
+        for j, model in enumerate(models):
+            ax = axes[i][j]
+            d = m[m["poison_rate"] == rate]
+            d = d[d["model"].astype(str) == model] if "model" in d else d
+            grid = np.full((len(triggers), len(dets)), np.nan)
+            for _, r in d.iterrows():
+                grid[triggers.index(str(r["trigger"])), dets.index(r["detector"])] = r["mean"]
+            im = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
+            for (a, b), v in np.ndenumerate(grid):
+                ax.text(
+                    b, a, "–" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8
+                )
+            ax.set_xticks(
+                range(len(dets)),
+                dets if i == nrow - 1 else [""] * len(dets),
+                rotation=40,
+                ha="right",
+                fontsize=8,
+            )
+            ax.set_yticks(
+                range(len(triggers)), triggers if j == 0 else [""] * len(triggers), fontsize=8
+            )
+            ax.set_title(f"model: {model}, poison rate {fmt_rate(rate)}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("trigger")
     cb = fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.05, pad=0.02, aspect=30)
-    cb.set_label("detection AUROC (0.5: chance)")
-    fig.suptitle("Detection AUROC: mean over seeds and poison rates > 0", fontsize=11)
+    cb.set_label("in-class detection AUROC (0.5: chance; < 0.5: reversed)")
+    fig.suptitle("Detection AUROC within the target class, mean over seeds", fontsize=11)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
+    _savefig(fig, path)
     plt.close(fig)
     return path
+
+
+def _savefig(fig, path: Path) -> None:
+    from src.data.atomic import atomic_file
+
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=130, bbox_inches="tight")
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -514,7 +782,24 @@ def _lookup(cells, keys):
     return out
 
 
-def write_markdown(sweep_dir: Path, df, cells, keys, figures: dict, out: Path) -> Path:
+def _count_text(stats: dict) -> str:
+    """'30' or '29-31' poisoned rows of a cell (the same for every metric row of it)."""
+    r = next(iter(stats.values()), None)
+    if r is None or r.get("n_poisoned_mean") != r.get("n_poisoned_mean"):
+        return "–"
+    lo, hi = int(r["n_poisoned_min"]), int(r["n_poisoned_max"])
+    return str(lo) if lo == hi else f"{lo}–{hi} (mean {r['n_poisoned_mean']:.1f})"
+
+
+def _n_text(stats: dict, metrics) -> str:
+    """Seeds behind the cell's ``metrics`` (the most any of them has), and those dropped."""
+    rows = [stats[m] for m in metrics if m in stats]
+    n = max((s["n"] for s in rows), default=0)
+    dropped = sorted({d for s in rows for d in str(s.get("dropped") or "").split("; ") if d})
+    return f"{n}" + (f" (dropped: {', '.join(dropped)})" if dropped else "")
+
+
+def write_markdown(sweep_dir: Path, df, cells, keys, figures: dict, out: Path, tests) -> Path:
     n_ok = int((df["status"] == "ok").sum())
     bad = df[df["status"] != "ok"]
     lines = [
@@ -557,55 +842,53 @@ def write_markdown(sweep_dir: Path, df, cells, keys, figures: dict, out: Path) -
             "",
         ]
     look = _lookup(cells, keys)
+    ordered = sorted(look.items(), key=lambda kv: tuple(map(_natural, kv[0])))
+    head = [k.removeprefix("override.") for k in keys]
     lines += [
         "## Clean performance and attack",
         "",
-        "Mean over seeds with the 95% t-interval over seeds in brackets; `(n=1)`: a single "
-        "seed, no interval. ASR: share of triggered non-target test rows predicted as the "
-        "target; base rate: the same rows without the trigger; lift = ASR − base rate.",
+        "Mean over seeds, with the 95% t-interval over seeds (n − 1 degrees of freedom, "
+        "clipped to the metric's range) in brackets; `(n=1)`: one seed, no interval. "
+        "`poisoned rows`: the rows the rate means in this cell (dirty mode: a share of the "
+        "eligible training rows; clean mode: of the target-class rows). `seeds`: the seeds "
+        "behind each number, and any dropped (failed job, undefined value). ASR: share of "
+        "triggered non-target test rows predicted as the target; base rate: the same rows "
+        "untriggered; ASR lift = ASR − base rate; **paired lift** = ASR − the ASR of the "
+        "same-seed clean model of the cell (rate 0), what poisoning adds beyond the trigger's "
+        "own effect on a clean model (– where the sweep has no rate-0 job for the cell).",
         "",
     ]
-    rows = []
-    for cell, stats in sorted(look.items(), key=lambda kv: tuple(map(_natural, kv[0]))):
-        n = max((s["n"] for s in stats.values()), default=0)
-        rows.append(
-            [
-                *(_show(k, v) for k, v in zip(keys, cell, strict=True)),
-                n,
-                *(fmt_ci(stats.get(m)) for m, _ in HEADLINE),
-            ]
-        )
+    rows = [
+        [
+            *(_show(k, v) for k, v in zip(keys, cell, strict=True)),
+            _count_text(stats),
+            _n_text(stats, [m for m, _ in HEADLINE]),
+            *(fmt_ci(stats.get(m)) for m, _ in HEADLINE),
+        ]
+        for cell, stats in ordered
+    ]
     lines += [
-        md_table(
-            [*(k.removeprefix("override.") for k in keys), "seeds", *(lab for _, lab in HEADLINE)],
-            rows,
-        )
+        md_table([*head, "poisoned rows", "seeds", *(lab for _, lab in HEADLINE)], rows)
         if rows
         else "(no finished jobs)",
         "",
     ]
     for name, caption in (
-        ("asr", "ASR and ASR lift against poison rate"),
+        ("asr", "ASR and paired lift against poison rate"),
         ("clean_auroc", "Clean AUROC against poison rate"),
-        ("detection_auroc", "Detection AUROC, trigger × detector"),
+        ("detection_auroc", "In-class detection AUROC, trigger × detector, per poison rate"),
     ):
         if figures.get(name):
             lines += [f"![{caption}]({figures[name].relative_to(out).as_posix()})", ""]
     if figures.get("asr") or figures.get("clean_auroc"):
         lines += [
-            "Figures: poison rate on a log axis; rate 0 (no poisoning) is drawn one decade "
-            "left of the smallest positive rate, past the `//` mark. Shaded: 95% "
-            "t-interval over seeds (none where a cell has one seed).",
+            "Figures: poison rate on a log axis; rate 0 (no poisoning) is a separate marker "
+            "one decade left of the smallest positive rate, past the `//` mark, joined to no "
+            "line. Shaded and bars: the 95% interval above (none where a cell has one seed).",
             "",
         ]
     det = (
-        sorted(
-            {
-                m.split(".")[1]
-                for m in cells["metric"]
-                if m.startswith("detection.") and m.endswith(".auroc")
-            }
-        )
+        sorted({m.split(".")[1] for m in cells["metric"] if _is_detection_auroc(m)})
         if len(cells)
         else []
     )
@@ -613,52 +896,109 @@ def write_markdown(sweep_dir: Path, df, cells, keys, figures: dict, out: Path) -
         lines += [
             "## Detection",
             "",
-            "AUROC of each detector's suspicion scores against the ground-truth poison "
-            "mask of the training split (poisoned cells only).",
+            "AUROC of each detector's suspicion scores against the ground-truth poison mask, "
+            "**within the target class** (which holds every poisoned row), on ranks; poisoned "
+            "cells only. Below 0.5: the detector ranks the poison *last*. Pooled numbers (all "
+            "training rows) are in `cells.csv` as `detection.<detector>.pooled.*`; TPR at "
+            "1%/5% FPR, AP and the flag's precision and recall as `detection.<detector>.*`.",
             "",
         ]
         rows = []
-        for cell, stats in sorted(look.items(), key=lambda kv: tuple(map(_natural, kv[0]))):
+        for cell, stats in ordered:
             if "poison_rate" in keys and float(cell[keys.index("poison_rate")]) == 0:
                 continue
             rows.append(
                 [
                     *(_show(k, v) for k, v in zip(keys, cell, strict=True)),
+                    _count_text(stats),
                     *(fmt_ci(stats.get(f"detection.{d}.auroc")) for d in det),
                 ]
             )
-        lines += [md_table([*(k.removeprefix("override.") for k in keys), *det], rows), ""]
+        lines += [md_table([*head, "poisoned rows", *det], rows), ""]
+    if tests is not None and len(tests):
+        shown = tests[tests["metric"].isin(["attack.asr", "detection.auroc (in class)"])]
+        lines += [
+            "## Paired comparisons",
+            "",
+            "Two conditions on the same seeds (or, for detectors, the same jobs): mean "
+            "difference a − b, two-sided p-values of the paired t-test (scipy `ttest_rel`) and "
+            "the Wilcoxon signed-rank test (scipy `wilcoxon`; with fewer than 6 pairs it cannot "
+            "reach p < 0.05). Not corrected for multiple comparisons. ASR and in-class "
+            f"detection AUROC shown ({len(shown)} of {len(tests)} rows); all in "
+            "`paired_tests.csv`.",
+            "",
+            md_table(
+                [
+                    "factor",
+                    "a",
+                    "b",
+                    "metric",
+                    "at",
+                    "pairs",
+                    "mean a − b",
+                    "t-test p",
+                    "Wilcoxon p",
+                ],
+                [
+                    [
+                        r["factor"],
+                        r["a"],
+                        r["b"],
+                        r["metric"],
+                        r["context"],
+                        r["n_pairs"],
+                        f"{r['mean_diff']:+.3f}",
+                        _fmt_p(r["t_test_p"]),
+                        _fmt_p(r["wilcoxon_p"]),
+                    ]
+                    for r in shown.to_dict("records")
+                ],
+            )
+            if len(shown)
+            else "(no pairs)",
+            "",
+        ]
     stealth = sorted({m for m in cells["metric"] if m.startswith("stealth.")}) if len(cells) else []
     if stealth:
-        lines += ["## Stealth", ""]
+        lines += [
+            "## Stealth",
+            "",
+            "Statistics of the triggered training rows (poisoned cells only).",
+            "",
+        ]
         rows = [
             [
                 *(_show(k, v) for k, v in zip(keys, cell, strict=True)),
                 *(fmt_ci(stats.get(m)) for m in stealth),
             ]
-            for cell, stats in sorted(look.items(), key=lambda kv: tuple(map(_natural, kv[0])))
+            for cell, stats in ordered
+            if not ("poison_rate" in keys and float(cell[keys.index("poison_rate")]) == 0)
         ]
-        lines += [
-            md_table(
-                [
-                    *(k.removeprefix("override.") for k in keys),
-                    *(m.removeprefix("stealth.") for m in stealth),
-                ],
-                rows,
-            ),
-            "",
-        ]
+        lines += [md_table([*head, *(m.removeprefix("stealth.") for m in stealth)], rows), ""]
     lines += [
         "## Files",
         "",
         "- `summary.csv`, `summary.parquet`: one row per job (failed ones included)",
-        "- `cells.csv`: per cell and metric: n, mean, sd, 95% t-interval over seeds",
+        "- `cells.csv`: per cell and metric: n, seeds, dropped seeds, mean, sd, clipped 95% "
+        "t-interval over seeds, poisoned-row count",
+        "- `paired_tests.csv`: every paired comparison",
         "- `figures/`: the figures above",
         "",
     ]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    _write_text(path, "\n".join(lines))
     return path
+
+
+def _fmt_p(p) -> str:
+    return "–" if p != p else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
+
+
+def _write_text(path: Path, text: str) -> None:
+    from src.data.atomic import atomic_file
+
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def _show(key: str, value: str) -> str:
@@ -700,16 +1040,22 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict:
     if df.empty:
         raise FileNotFoundError(f"no job folders (results.json or .hydra/) under {sweep_dir}")
     keys = cell_keys(df)
+    df = add_paired_lift(df, keys)
     cells = cell_stats(df, keys)
-    df.to_csv(out / "summary.csv", index=False)
-    _parquet_safe(df).to_parquet(out / "summary.parquet", index=False)
-    cells.to_csv(out / "cells.csv", index=False)
+    tests = paired_tests(df, keys)
+    from src.data.atomic import atomic_file
+
+    for name, frame in (("summary.csv", df), ("cells.csv", cells), ("paired_tests.csv", tests)):
+        with atomic_file(out / name) as f:
+            frame.to_csv(f, index=False)
+    with atomic_file(out / "summary.parquet", "wb") as f:
+        _parquet_safe(df).to_parquet(f, index=False)
     figs: dict = {}
     if len(cells):
         figs["asr"] = plot_vs_rate(
             cells,
             keys,
-            [("attack.asr", "ASR"), ("attack.asr_lift", "ASR lift")],
+            [("attack.asr", "ASR"), ("attack.paired_lift", "paired lift")],
             out / "figures" / "asr.png",
             "Attack success against poison rate",
         )
@@ -721,7 +1067,7 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict:
             "Clean test AUROC against poison rate",
         )
         figs["detection_auroc"] = plot_detection(cells, out / "figures" / "detection_auroc.png")
-    md = write_markdown(sweep_dir, df, cells, keys, figs, out)
+    md = write_markdown(sweep_dir, df, cells, keys, figs, out, tests)
     n_ok = int((df["status"] == "ok").sum())
     bad = df[df["status"] != "ok"]
     msg = [f"report   {md}  ({n_ok}/{len(df)} jobs ok)"]
@@ -734,6 +1080,7 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict:
         "summary_csv": out / "summary.csv",
         "summary_parquet": out / "summary.parquet",
         "cells_csv": out / "cells.csv",
+        "paired_tests_csv": out / "paired_tests.csv",
         "report": md,
         "figures": {k: v for k, v in figs.items() if v},
         "n_jobs": len(df),

@@ -92,10 +92,12 @@ def sweep(tmp_path):
             for rate in (0.0, 0.1):
                 for seed in range(3):
                     asr = {0: 0.2, 1: 0.4, 2: 0.6}[seed] if trigger == "pattern" else 0.9
+                    if rate == 0:  # the clean model: the trigger alone moves it a little
+                        asr = 0.05 * (seed + 1)
                     det = (
                         {
                             "spectral_signature": {"auroc": 0.6 + 0.1 * seed, "ap": 0.3},
-                            "strip": {"auroc": 0.5, "ap": 0.1},
+                            "strip": {"auroc": None if seed == 2 else 0.5, "ap": 0.1},
                         }
                         if model == "mlp" and rate > 0
                         else None
@@ -120,6 +122,11 @@ def sweep(tmp_path):
     )
     write_job(
         d, num + 1, None, overrides=["trigger=pattern", "model=mlp", "poison_rate=0.01", "seed=0"]
+    )
+    write_job(  # a fourth seed of an existing cell that failed: dropped, and named
+        d,
+        num + 2,
+        results("pattern", "lstm", 0.1, 3, status="failed", error={"type": "E", "message": "x"}),
     )
     return d
 
@@ -146,8 +153,8 @@ def test_one_seed_has_no_interval_and_says_so():
 def test_summary_has_one_row_per_job_with_failed_and_missing_ones(sweep):
     out = build_report(sweep)
     df = pd.read_csv(out["summary_csv"])
-    assert len(df) == 2 * 2 * 2 * 3 + 2
-    assert df["status"].value_counts().to_dict() == {"ok": 24, "failed": 1, "missing": 1}
+    assert len(df) == 2 * 2 * 2 * 3 + 3
+    assert df["status"].value_counts().to_dict() == {"ok": 24, "failed": 2, "missing": 1}
     failed = df[df["status"] == "failed"].iloc[0]
     assert failed["error_type"] == "RuntimeError" and "out of | memory" in failed["error"]
     missing = df[df["status"] == "missing"].iloc[0]
@@ -171,7 +178,7 @@ def test_summary_has_one_row_per_job_with_failed_and_missing_ones(sweep):
     assert not any("traceback" in c or c.startswith("environment") for c in df.columns)
     pq = pd.read_parquet(out["summary_parquet"])
     assert len(pq) == len(df) and list(pq.columns) == list(df.columns)
-    assert out["n_failed"] == 2 and out["n_ok"] == 24
+    assert out["n_failed"] == 3 and out["n_ok"] == 24
 
 
 def test_cells_hold_mean_and_t_interval_over_seeds(sweep):
@@ -185,11 +192,77 @@ def test_cells_hold_mean_and_t_interval_over_seeds(sweep):
     ].iloc[0]
     half = T975[2] * 0.2 / math.sqrt(3)
     assert c["n"] == 3 and c["mean"] == pytest.approx(0.4)
-    assert (c["ci_low"], c["ci_high"]) == pytest.approx((0.4 - half, 0.4 + half), abs=1e-6)
+    # the t-interval, clipped to ASR's range [0, 1]
+    assert (c["ci_low"], c["ci_high"]) == pytest.approx((0.0, 0.4 + half), abs=1e-6)
+    assert 0.4 - half < 0
+    assert c["dropped"] == "seed 3 (failed)"
     det = cells[(cells.model == "mlp") & (cells.metric == "detection.spectral_signature.auroc")]
     assert len(det) == 2 and det["mean"].tolist() == pytest.approx([0.7, 0.7])
     assert not (cells["metric"].str.endswith(".n")).any()  # row counts are not outcomes
-    assert set(cells["seeds"]) == {"0,1,2"}
+    assert set(cells["seeds"]) == {"0,1,2", "0,1"}
+    strip = cells[(cells.model == "mlp") & (cells.metric == "detection.strip.auroc")]
+    assert set(strip["n"]) == {2} and set(strip["dropped"]) == {"seed 2 (undefined)"}
+
+
+def test_every_interval_stays_inside_its_metrics_range(sweep):
+    from src.report import metric_range
+
+    cells = pd.read_csv(build_report(sweep)["cells_csv"])
+    assert len(cells) > 50
+    for r in cells.dropna(subset=["ci_low"]).to_dict("records"):
+        lo, hi = metric_range(r["metric"])
+        assert lo <= r["ci_low"] <= r["mean"] <= r["ci_high"] <= hi, r["metric"]
+    assert metric_range("attack.paired_lift") == (-1.0, 1.0)
+    assert metric_range("detection.spectre.pooled.auroc") == (0.0, 1.0)
+
+
+def test_paired_lift_subtracts_the_same_seed_clean_model(sweep):
+    out = build_report(sweep)
+    df = pd.read_csv(out["summary_csv"])
+    pat = df[(df.trigger == "pattern") & (df.model == "lstm") & (df.poison_rate == 0.1)]
+    pat = pat[pat.status == "ok"].sort_values("seed")
+    # ASR 0.2, 0.4, 0.6 against the clean model's 0.05, 0.10, 0.15 of the same seeds
+    assert pat["attack.paired_lift"].tolist() == pytest.approx([0.15, 0.30, 0.45])
+    assert df[df.poison_rate == 0]["attack.paired_lift"].isna().all()
+    cells = pd.read_csv(out["cells_csv"])
+    c = cells[
+        (cells.trigger == "pattern")
+        & (cells.model == "lstm")
+        & (cells.poison_rate == 0.1)
+        & (cells.metric == "attack.paired_lift")
+    ].iloc[0]
+    assert c["mean"] == pytest.approx(0.30)
+    assert "paired lift" in out["report"].read_text()
+
+
+def test_poisoned_row_counts_are_in_every_table(sweep):
+    out = build_report(sweep)
+    cells = pd.read_csv(out["cells_csv"])
+    poisoned = cells[cells.poison_rate == 0.1]
+    assert set(poisoned["n_poisoned_mean"]) == {35.0}  # round(0.1 x 350 eligible rows)
+    assert set(cells[cells.poison_rate == 0]["n_poisoned_max"]) == {0.0}
+    md = out["report"].read_text()
+    assert "| trigger | model | poison_rate | poisoned rows | seeds | clean AUROC | ASR |" in md
+    assert "| rare_value | mlp | 0.1 | 35 | 3 |" in md
+    assert "| pattern | lstm | 0.1 | 35 | 3 (dropped: seed 3 (failed)) |" in md
+
+
+def test_paired_tests_equal_scipys_on_the_same_pairs(sweep):
+    from scipy import stats
+
+    tests = pd.read_csv(build_report(sweep)["paired_tests_csv"])
+    r = tests[
+        (tests.factor == "trigger")
+        & (tests.metric == "attack.asr")
+        & (tests.context == "model=lstm, poison_rate=0.1")
+    ].iloc[0]
+    a, b = [0.2, 0.4, 0.6], [0.9, 0.9, 0.9]  # pattern, rare_value on seeds 0, 1, 2
+    assert (r["a"], r["b"], r["n_pairs"]) == ("pattern", "rare_value", 3)
+    assert r["mean_diff"] == pytest.approx(-0.5)
+    assert r["t_test_p"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert r["wilcoxon_p"] == pytest.approx(stats.wilcoxon(a, b).pvalue)
+    det = tests[tests.factor == "detector"]
+    assert set(det["a"]) == {"spectral_signature"} and set(det["n_pairs"]) == {2}
 
 
 def test_report_md_has_tables_figures_and_the_failed_jobs(sweep):
@@ -197,9 +270,8 @@ def test_report_md_has_tables_figures_and_the_failed_jobs(sweep):
     md = out["report"].read_text()
     assert "## Failed jobs" in md and "RuntimeError: out of \\| memory" in md
     assert "missing" in md and "no results.json" in md
-    assert "| trigger | model | poison_rate | seeds | clean AUROC | ASR |" in md
     half = T975[2] * 0.2 / math.sqrt(3)
-    assert f"0.400 [{0.4 - half:.3f}, {0.4 + half:.3f}]" in md
+    assert f"0.400 [0.000, {0.4 + half:.3f}]" in md
     assert "## Detection" in md and "spectral_signature" in md
     assert set(out["figures"]) == {"asr", "clean_auroc", "detection_auroc"}
     for name, png in out["figures"].items():
@@ -249,7 +321,7 @@ def test_cli_writes_the_report_and_rejects_a_missing_folder(sweep, tmp_path):
         timeout=120,
     )
     assert p.returncode == 0, p.stderr
-    assert (tmp_path / "rep" / "report.md").is_file() and "24/26 jobs ok" in p.stdout
+    assert (tmp_path / "rep" / "report.md").is_file() and "24/27 jobs ok" in p.stdout
     p = subprocess.run(
         [sys.executable, "-m", "src.report", str(tmp_path / "nope")],
         cwd=ROOT,

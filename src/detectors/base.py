@@ -145,31 +145,23 @@ def as_float_tensor(a) -> torch.Tensor:
 
 
 def class_projection(
-    feats: torch.Tensor, idx: np.ndarray, k: int, chunk: int = 1 << 16
+    feats: torch.Tensor, idx: np.ndarray, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The rows ``idx`` of ``feats`` projected on their top ``k`` principal directions, centred:
     (z [n, k] in the features' dtype, the class mean's projection [k] in float64, so that an
-    uncentred projection is z + offset). Two passes over the rows in chunks (mean and d x d
-    scatter, then the projection), so no centred copy of the class is made. Each chunk is
-    shifted by the first chunk's mean before its products, so float32 features lose no
-    precision to a mean far from 0; sums are kept in float64."""
-    idx = torch.as_tensor(idx)
-    d = feats.shape[1]
-    shift = feats[idx[:chunk]].double().mean(0).to(feats.dtype)
-    total = torch.zeros(d, dtype=torch.float64)
-    scatter = torch.zeros(d, d, dtype=torch.float64)
-    for s in range(0, len(idx), chunk):
-        c = feats[idx[s : s + chunk]] - shift
-        total += c.sum(0, dtype=torch.float64)
-        scatter += (c.T @ c).double()
-    n = max(len(idx), 1)
-    mean = total / n  # of the shifted rows
-    scatter -= n * torch.outer(mean, mean)
-    _, vecs = torch.linalg.eigh(scatter)  # ascending
-    v = vecs[:, -min(k, d) :].flip(-1)
-    vf = v.to(feats.dtype)
-    z = torch.empty(len(idx), v.shape[1], dtype=feats.dtype)
-    for s in range(0, len(idx), chunk):
-        z[s : s + chunk] = (feats[idx[s : s + chunk]] - shift) @ vf
-    z -= (mean @ v).to(feats.dtype)
-    return z, (mean + shift.double()) @ v
+    uncentred projection is z + offset). One gathered copy of the class, shifted in place by its
+    first rows' mean (so float32 features lose no precision to a mean far from 0), its d x d
+    scatter in one BLAS product and the eigenvectors in float64: numpy's gather and BLAS
+    measured about 3x faster than torch's on these shapes."""
+    f = np.asarray(feats.numpy() if isinstance(feats, torch.Tensor) else feats)
+    x = f[np.asarray(idx)]
+    shift = x[:4096].mean(0, dtype=np.float64).astype(x.dtype)
+    x -= shift
+    n = max(len(x), 1)
+    mean = x.sum(0, dtype=np.float64) / n  # of the shifted rows
+    scatter = (x.T @ x).astype(np.float64) - n * np.outer(mean, mean)
+    _, vecs = np.linalg.eigh(scatter)  # ascending
+    v = np.ascontiguousarray(vecs[:, ::-1][:, : min(k, f.shape[1])])
+    z = x @ v.astype(x.dtype)
+    z -= (mean @ v).astype(x.dtype)
+    return torch.from_numpy(z), torch.from_numpy((mean + shift.astype(np.float64)) @ v)

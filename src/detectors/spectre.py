@@ -78,16 +78,16 @@ def spectre(
         n_remove = oracle_budget(inputs, c, eps_multiplier)
         n_trim = int(round(trim_multiplier * m))
 
-        def score_at(kk: int, base=base, n_trim=n_trim) -> np.ndarray:
-            return _que_filter_scores(
-                base[:, :kk], alpha, robust, n_trim, trim_iters, mcd_max_rows, inputs.seed
-            )
-
+        mom = Moments(base)
         if k == "auto":
-            kk, s = _auto_k(base, score_at, alpha, n_remove)
+            kk, s = _auto_k(
+                mom, alpha, robust, n_trim, n_remove, trim_iters, mcd_max_rows, inputs.seed
+            )
         else:
             kk = min(int(k), dim)
-            s = score_at(kk)
+            s = _que_filter_scores(
+                mom, kk, alpha, robust, n_trim, trim_iters, mcd_max_rows, inputs.seed
+            )
         info["k"][str(c)] = kk
         info["oracle_budget"][str(c)] = n_remove
         scores[idx] = s
@@ -101,36 +101,65 @@ def candidate_ks(dim: int) -> list[int]:
     return sorted({int(v) for v in ks if 1 <= v <= dim})
 
 
-def _auto_k(base: torch.Tensor, score_at, alpha: float, n_remove: int) -> tuple[int, np.ndarray]:
+class Moments:
+    """Sums of the rows of ``z`` [n, dim] and of their outer products (float64), so that the
+    mean and covariance of any prefix of dimensions, less a few removed rows, cost no pass over
+    the rows: SPECTRE asks for them dozens of times per class."""
+
+    def __init__(self, z: torch.Tensor):
+        self.z, self.n = z, len(z)
+        self.s1 = z.sum(0, dtype=torch.float64)
+        self.s2 = (z.T @ z).double()
+
+    def estimate(self, kk: int, removed: torch.Tensor | None = None):
+        """(mean, covariance (1/n)) of the first ``kk`` dimensions without rows ``removed``."""
+        s1, s2, n = self.s1[:kk], self.s2[:kk, :kk], self.n
+        if removed is not None and len(removed):
+            zr = self.z[removed, :kk].double()
+            s1, s2, n = s1 - zr.sum(0), s2 - zr.T @ zr, n - len(removed)
+        mu = s1 / n
+        return mu, s2 / n - torch.outer(mu, mu)
+
+    def whitened(self, kk: int, mu: torch.Tensor, cov: torch.Tensor):
+        """(w = (z[:, :kk] - mu) W, with W = cov^-1/2, and W) without copying z."""
+        w_mat = _inv_sqrt(cov)
+        pad = torch.zeros(self.z.shape[1], kk, dtype=torch.float64)
+        pad[:kk] = w_mat
+        pad = pad.to(self.z.dtype)
+        return torch.addmm((-(mu @ w_mat)).to(self.z.dtype), self.z, pad), w_mat
+
+
+def _auto_k(mom: Moments, alpha, robust, n_trim, n_remove, iters, mcd_max, seed):
+    """The reference's choice of k: for each candidate, filter with it, re-estimate the
+    covariance of all ``dim`` dimensions from the rows kept, and score the QUE-weighted spectral
+    norm of the whitened rows' covariance; keep the k where it is largest."""
+    dim = mom.z.shape[1]
+    _, cov_all = mom.estimate(dim)
     best = (-np.inf, 1, None)
-    for kk in candidate_ks(base.shape[1]):
-        s = score_at(kk)
-        keep = ~flag_top_k(s, n_remove)
-        kept = base[torch.from_numpy(keep)]
-        mu, cov = kept.mean(0), _cov(kept)
-        w = whiten(base - mu, cov)
-        op = _que_norm(_cov(w), alpha)
+    for kk in candidate_ks(dim):
+        s = _que_filter_scores(mom, kk, alpha, robust, n_trim, iters, mcd_max, seed)
+        removed = torch.from_numpy(np.flatnonzero(flag_top_k(s, n_remove)))
+        _, cov_kept = mom.estimate(dim, removed)
+        w = _inv_sqrt(cov_kept)
+        op = _que_norm(w @ cov_all @ w, alpha)  # covariance of all rows, whitened by the kept
         if op > best[0]:
             best = (op, kk, s)
     return best[1], best[2]
 
 
 def _que_filter_scores(
-    z: torch.Tensor, alpha: float, robust: str, n_trim: int, iters: int, mcd_max: int, seed: int
+    mom: Moments, kk: int, alpha: float, robust: str, n_trim: int, iters: int, mcd_max: int, seed
 ) -> np.ndarray:
-    if z.shape[1] == 1:  # the reference does not whiten one dimension
-        return ((z[:, 0] - z[:, 0].mean()).double() ** 2).numpy()
+    if kk == 1:  # the reference does not whiten one dimension
+        z0 = mom.z[:, 0].double()
+        return ((z0 - z0.mean()) ** 2).numpy()
     if robust == "mcd":
-        mu, cov = _mcd(z, mcd_max, seed)
+        mu, cov = _mcd(mom.z[:, :kk], mcd_max, seed)
     else:
-        mu, cov = trimmed_estimate(z, n_trim, iters)
-    return que_scores(whiten(z - mu, cov), alpha)
-
-
-def _cov(z: torch.Tensor) -> torch.Tensor:
-    """Covariance (1/n) in float64, whatever the rows' dtype."""
-    zc = z - z.mean(0)
-    return (zc.T @ zc).double() / max(len(z), 1)
+        mu, cov = trimmed_estimate(mom, kk, n_trim, iters)
+    w, w_mat = mom.whitened(kk, mu, cov)
+    _, cov_all = mom.estimate(kk)
+    return que_scores(w, alpha, w_mat @ cov_all @ w_mat)
 
 
 def _que_matrix(s: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -146,25 +175,27 @@ def _que_norm(s: torch.Tensor, alpha: float) -> float:
     return float(torch.trace(s @ q) / torch.trace(q))
 
 
-def que_scores(w: torch.Tensor, alpha: float) -> np.ndarray:
-    """tau_i = w_i^T Q w_i / tr(Q) with Q = exp(alpha (S - I) / (||S|| - 1)), S = cov(w)."""
-    q = _que_matrix(_cov(w), alpha)
+def que_scores(w: torch.Tensor, alpha: float, s: torch.Tensor | None = None) -> np.ndarray:
+    """tau_i = w_i^T Q w_i / tr(Q) with Q = exp(alpha (S - I) / (||S|| - 1)), S = cov(w) (given,
+    or computed from ``w``)."""
+    if s is None:
+        wc = w.double() - w.double().mean(0)
+        s = wc.T @ wc / len(w)
+    q = _que_matrix(s, alpha)
     return (((w @ q.to(w.dtype)) * w).sum(1).double() / torch.trace(q)).numpy()
 
 
-def trimmed_estimate(z: torch.Tensor, n_trim: int, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and covariance of the rows left after removing the ``n_trim`` rows of largest
+def trimmed_estimate(mom: Moments, kk: int, n_trim: int, iters: int):
+    """Mean and covariance of the first ``kk`` dimensions, without the ``n_trim`` rows of largest
     Mahalanobis distance, re-estimated ``iters`` times (n_trim 0: the plain estimate)."""
-    n_keep = max(len(z) - n_trim, z.shape[1] + 1)
-    keep = torch.ones(len(z), dtype=torch.bool)
-    for _ in range(iters if n_keep < len(z) else 0):
-        zk = z[keep]
-        mu = zk.mean(0)
-        d = whiten(z - mu, _cov(zk)).pow(2).sum(1)
-        keep = torch.zeros(len(z), dtype=torch.bool)
-        keep[torch.topk(d, n_keep, largest=False).indices] = True
-    zk = z[keep]
-    return zk.mean(0), _cov(zk)
+    n_trim = min(n_trim, mom.n - kk - 1)
+    mu, cov = mom.estimate(kk)
+    for _ in range(iters if n_trim > 0 else 0):
+        w, _ = mom.whitened(kk, mu, cov)
+        d = w.pow(2).sum(1)
+        removed = torch.topk(d, n_trim).indices
+        mu, cov = mom.estimate(kk, removed)
+    return mu, cov
 
 
 def _mcd(z: torch.Tensor, max_rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,8 +211,5 @@ def _mcd(z: torch.Tensor, max_rows: int, seed: int) -> tuple[torch.Tensor, torch
 def _inv_sqrt(cov: torch.Tensor) -> torch.Tensor:
     vals, vecs = torch.linalg.eigh(cov)
     vals = torch.clamp(vals, min=vals.max().clamp(min=1e-12) * 1e-8)
-    return vecs @ torch.diag(vals.rsqrt()) @ vecs.T
+    return (vecs * vals.rsqrt()) @ vecs.T
 
-
-def whiten(r: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
-    return r @ _inv_sqrt(cov).to(r.dtype)
