@@ -212,4 +212,3 @@ def _inv_sqrt(cov: torch.Tensor) -> torch.Tensor:
     vals, vecs = torch.linalg.eigh(cov)
     vals = torch.clamp(vals, min=vals.max().clamp(min=1e-12) * 1e-8)
     return (vecs * vals.rsqrt()) @ vecs.T
-
