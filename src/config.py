@@ -8,7 +8,9 @@ cannot express, before any data is touched, and names key, value and what is all
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -213,8 +215,10 @@ def validate(cfg: DictConfig) -> None:
             cfg.get("target_label"),
             "a class of the binary mortality task: 0 (survived) or 1 (died)",
         )
-    if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
-        _fail("seed", cfg.get("seed"), "an integer")
+    seed = cfg.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        _fail("seed", seed, f"an integer in [0, {MAX_SEED}] (numpy's and torch's seed range)")
+    _validate_training(cfg)
 
     d = cfg.data
     if d.source not in DATA_SOURCES:
@@ -223,10 +227,44 @@ def validate(cfg: DictConfig) -> None:
         _fail("data.root", d.root, "the folder of a MIMIC-IV release (holding hosp/ and icu/)")
     if d.source == "yaib" and not d.path:
         _fail("data.path", d.path, "the folder of a YAIB cohort (dyn, sta, outc parquet)")
+    if d.source == "mimiciv" and not Path(str(d.root)).is_dir():
+        _fail("data.root", d.root, "an existing folder of a MIMIC-IV release (hosp/, icu/)")
+    if d.source == "yaib" and not Path(str(d.path)).is_dir():
+        _fail("data.path", d.path, "an existing folder of a YAIB cohort (dyn, sta, outc)")
     if d.n_stays < 10:
         _fail("data.n_stays", d.n_stays, "at least 10 stays")
     if d.window_hours < 1:
         _fail("data.window_hours", d.window_hours, "at least 1 hour")
+    if d.source == "synthetic":
+        from src.data.mimiciv.synthetic import HORIZON_HOURS
+
+        if d.window_hours > HORIZON_HOURS:
+            _fail(
+                "data.window_hours",
+                d.window_hours,
+                f"at most {HORIZON_HOURS} hours on the synthetic source (it generates the "
+                f"first {HORIZON_HOURS} ICU hours of each stay)",
+            )
+    if not 0 <= d.min_age <= 120:
+        _fail("data.min_age", d.min_age, "an age in years in [0, 120]")
+    if d.min_stay_hours < 0:
+        _fail("data.min_stay_hours", d.min_stay_hours, "a number of hours >= 0")
+    features, _ = _known_names(d)
+    if d.get("features") is not None:
+        fs = list(d.features)
+        if not fs or len(set(fs)) != len(fs):
+            _fail("data.features", fs, "a list of distinct feature names, at least one")
+        if d.source in ("synthetic", "mimiciv"):
+            from src.data.mimiciv.schema import concept_names
+
+            known = concept_names()
+            bad = [f for f in fs if f not in known]
+            if bad:
+                _fail(
+                    "data.features",
+                    fs,
+                    f"names of MIMIC-IV concepts ({bad[0]!r} is not one): {', '.join(known)}",
+                )
     for key in ("test_size", "val_size"):
         if not 0.0 < d[key] < 0.5:
             _fail(f"data.{key}", d[key], "a fraction in (0, 0.5)")
@@ -239,6 +277,36 @@ def validate(cfg: DictConfig) -> None:
     _validate_defense(cfg)
 
     _validate_trigger(cfg.trigger, d, "trigger")
+
+
+MAX_SEED = 2**32 - 1
+
+
+def _validate_training(cfg: DictConfig) -> None:
+    """A model that is not trained, or trained without end, must not be evaluated as if it
+    were: Lightning reads max_epochs=0 as 'no training' and -1 as 'unlimited'."""
+    for key, value in (
+        ("model.epochs", (cfg.get("model") or {}).get("epochs")),
+        ("trainer.max_epochs", (cfg.get("trainer") or {}).get("max_epochs")),
+    ):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            _fail(key, value, "a whole number of epochs >= 1")
+
+
+def _non_finite(node, key: str) -> None:
+    """Every number in a trigger config must be finite: inf or nan written into the data would
+    silently become another trigger (nan is 'not measured')."""
+    if isinstance(node, DictConfig):
+        for k in node:
+            _non_finite(node.get(k), f"{key}.{k}")
+    elif isinstance(node, list | tuple) or OmegaConf.is_list(node):
+        for v in node:
+            if _is_number(v) and not math.isfinite(v):
+                _fail(key, list(node), "finite numbers (no inf or nan)")
+    elif _is_number(node) and not math.isfinite(node):
+        _fail(key, node, "a finite number (inf and nan are not values a record can hold)")
 
 
 def _known_names(d) -> tuple[list[str] | None, list[str] | None]:
@@ -259,6 +327,7 @@ def _validate_trigger(t, d, key: str) -> None:
     training split (a category label, a quantile's value) are checked when the trigger is
     built, with the same kind of message."""
     name = t.get("name")
+    _non_finite(t, key)
     if "hours" in t and t.hours is not None:
         h = list(t.hours)
         if len(h) != 2 or not (0 <= h[0] < h[1] <= d.window_hours):

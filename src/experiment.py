@@ -98,6 +98,7 @@ def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
     clock.lap("load_data_s")
 
     dm = build_datamodule(cfg, cohort)
+    check_split(dm, cfg)
     results["trigger"] = {"name": dm.trigger.name, **dm.trigger.params}
     results["counts"] = dm.counts()
     from src.attacks.stealth import stealth_report
@@ -148,6 +149,30 @@ def build_datamodule(cfg: DictConfig, cohort, drop_train_rows=None):
     )
     dm.setup()
     return dm
+
+
+MIN_CLASS_ROWS = 2  # per class in validation and test: below it AUROC is undefined or a coin
+
+
+def check_split(dm, cfg: DictConfig) -> None:
+    """Refuse a validation or test split with fewer than MIN_CLASS_ROWS deaths or survivors:
+    its AUROC would be undefined, or decided by one patient."""
+    for part in ("val", "test"):
+        y = dm.data[part].y
+        pos = int(y.sum())
+        neg = len(y) - pos
+        if min(pos, neg) < MIN_CLASS_ROWS:
+            how = (
+                f"raise data.n_stays (now {cfg.data.n_stays})"
+                if cfg.data.source == "synthetic"
+                else "use a larger cohort"
+            )
+            raise ValueError(
+                f"the {part} split holds {len(y)} stays with {pos} deaths and {neg} survivors; "
+                f"at least {MIN_CLASS_ROWS} of each are needed for a meaningful AUROC "
+                f"(the cohort has {len(dm.cohort)} stays after exclusions): {how}, or raise "
+                f"data.{'test' if part == 'test' else 'val'}_size"
+            )
 
 
 def build_model(cfg: DictConfig, dm):
@@ -349,6 +374,9 @@ class Timer:
         return round(time.perf_counter() - self.start, 3)
 
 
+WIDE_INTERVAL = 0.2  # the summary warns when the clean AUROC's interval is wider
+
+
 def _f(v, fmt: str = ".3f", missing: str = "n/a") -> str:
     return missing if v is None or (isinstance(v, float) and v != v) else format(v, fmt)
 
@@ -396,6 +424,12 @@ def print_summary(r: dict, out: Path) -> None:
         lines.append(
             f"defense  {d.get('name')}: ASR {_f(d['attack']['asr'])}  "
             f"clean AUROC {_f(d['clean']['auroc'])}"
+        )
+    ci = c.get("auroc_ci")
+    if ci and ci[1] - ci[0] > WIDE_INTERVAL:
+        lines.append(
+            f"warning  the clean AUROC's 95% interval is {ci[1] - ci[0]:.2f} wide: "
+            f"{c.get('n_positive')} deaths in {c['n']} test stays are too few to rank models"
         )
     lines.append(f"time     {t['total_s']:.1f} s (fit {t.get('fit_s', 0):.1f} s)")
     lines.append(f"results  {out / 'results.json'}")

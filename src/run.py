@@ -62,7 +62,14 @@ def main(cfg: DictConfig) -> dict | None:
     from src.experiment import run_experiment
 
     if not multirun:
-        return run_experiment(cfg)
+        try:
+            return run_experiment(cfg)
+        except Exception as e:  # one line, not Hydra's stack: the traceback is in results.json
+            logging.getLogger("src.run").debug("run failed", exc_info=True)
+            where = Path(str(cfg.paths.output_dir)) / "results.json"
+            print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+            print(f"         the traceback is in {where} (error.traceback)", file=sys.stderr)
+            sys.exit(1)
     done = sweep.finished_results(cfg)
     if done is not None:
         return done

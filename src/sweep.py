@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,24 @@ def config_fingerprint(cfg: DictConfig) -> str:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # an interpolation that needs Hydra (called outside it): hash it unresolved
         plain = OmegaConf.to_container(cfg, resolve=False)
+    out = str(plain.get("paths", {}).get("output_dir") or "")
     plain.pop("paths", None)
+    plain = _without_prefix(plain, out) if out else plain
     text = json.dumps(plain, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _without_prefix(node, prefix: str):
+    """``node`` with every string under the job's output folder made relative to it
+    (``trainer.default_root_dir``, ``callbacks.*.dirpath``, ``logger.*.save_dir``): a sweep
+    folder moved elsewhere keeps its fingerprints, and resumes."""
+    if isinstance(node, dict):
+        return {k: _without_prefix(v, prefix) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_without_prefix(v, prefix) for v in node]
+    if isinstance(node, str) and (node == prefix or node.startswith(prefix.rstrip("/") + "/")):
+        return "<output_dir>" + node[len(prefix.rstrip("/")) :]
+    return node
 
 
 def finished_results(cfg: DictConfig) -> dict | None:
@@ -193,6 +209,17 @@ def _fmt_s(s: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def count_failed(sweep_dir: Path) -> int:
+    """Jobs whose results.json is missing a status ok (failed, unreadable)."""
+    n = 0
+    for p in sweep_dir.glob("*/results.json"):
+        try:
+            n += json.loads(p.read_text()).get("status") != "ok"
+        except (OSError, ValueError):
+            n += 1
+    return n
+
+
 class SweepCallback(Callback):
     """Progress per finished job, torch threads per job, and the aggregate report at the end."""
 
@@ -236,17 +263,29 @@ class SweepCallback(Callback):
             log.warning("could not append to %s: %s", sweep_dir / PROGRESS_FILE, e)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.report:
-            return
-        from src.report import build_report
-
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        try:
-            out = build_report(sweep_dir)
-        except Exception:  # the jobs' results are on disk; the report can be rebuilt on demand
-            log.exception(
-                "the sweep finished but its report failed; rebuild it with python -m src.report %s",
-                sweep_dir,
+        n_failed = None
+        if self.report:
+            from src.report import build_report
+
+            try:
+                out = build_report(sweep_dir)
+                print(out["message"], flush=True)
+                n_failed = out["n_failed"]
+            except Exception:  # the jobs' results are on disk; the report can be rebuilt
+                log.exception(
+                    "the sweep finished but its report failed; rebuild it with "
+                    "python -m src.report %s",
+                    sweep_dir,
+                )
+        if n_failed is None:
+            n_failed = count_failed(sweep_dir)
+        if n_failed:
+            # a scheduler (or a shell's &&) must see that the sweep is not whole
+            print(
+                f"error: {n_failed} job(s) of the sweep in {sweep_dir} failed (listed above and "
+                "in report.md); exit code 1",
+                file=sys.stderr,
+                flush=True,
             )
-            return
-        print(out["message"], flush=True)
+            sys.exit(1)

@@ -32,14 +32,25 @@ def test_default_config_is_valid_and_names_every_group():
         ("trigger.hours=[20,30]", "trigger.hours", "window_hours=24"),
         ("trigger.quantile=2.0", "trigger.quantile", "[0, 1]"),
         ("data.test_size=0.9", "data.test_size", "(0, 0.5)"),
+        ("seed=-1", "seed", "[0, 4294967295]"),
+        ("seed=8589934592", "seed", "[0, 4294967295]"),
+        ("model.epochs=0", "model.epochs", "epochs >= 1"),
+        ("trainer.max_epochs=-1", "trainer.max_epochs", "epochs >= 1"),
+        ("trigger.value=inf", "trigger.value", "finite"),
+        ("trigger.value=nan", "trigger.value", "finite"),
+        ("data.window_hours=200", "data.window_hours", "at most 48 hours"),
+        ("data.min_age=200", "data.min_age", "[0, 120]"),
+        ("data.features=[nosuch]", "data.features", "'nosuch' is not one"),
+        ("data.root=/nonexistent/mimiciv", "data.root", "an existing folder"),
     ],
 )
 def test_out_of_range_values_name_key_value_and_what_is_allowed(override, key, allowed):
+    extra = ["data=mimiciv"] if key == "data.root" else []
     with pytest.raises(ConfigError) as e:
-        validate(cfg_with(override))
+        validate(cfg_with(*extra, override))
     msg = str(e.value)
     assert msg.startswith(f"{key}=") and allowed in msg
-    assert override.split("=", 1)[1].replace("[", "").split(",")[0] in msg
+    assert override.split("=", 1)[1].replace("[", "").replace("]", "").split(",")[0] in msg
 
 
 def test_unknown_trigger_lists_the_available_ones():
@@ -60,3 +71,21 @@ def test_wrong_types_fail_at_composition():
     with pytest.raises(ConfigCompositionException) as e:
         cfg_with("data.n_stays=many")
     assert isinstance(e.value.__cause__, ValidationError) and "n_stays" in str(e.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["trigger=pattern", "trigger.values=[nan,100,10]"], "trigger.values"),
+        (["trigger=temporal", "trigger.amplitude=nan"], "trigger.amplitude"),
+        (["trigger=distribution_shift", "trigger.k=inf"], "trigger.k"),
+        (["data.features=[hr,nosuch]", "trigger.feature=hr"], "data.features"),
+        (
+            ["trigger=hybrid", "trigger@trigger.first=rare_value", "trigger.first.value=-inf"],
+            "trigger.first.value",
+        ),
+    ],
+)
+def test_non_finite_trigger_values_and_unknown_features_are_refused_at_start(overrides, key):
+    with pytest.raises(ConfigError, match=rf"^{key}="):
+        validate(cfg_with(*overrides))

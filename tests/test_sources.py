@@ -119,3 +119,18 @@ def test_bad_sources_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="patients"):
         (tmp_path / "m" / "hosp").mkdir(parents=True)
         load_cohort({"source": "mimiciv", "root": str(tmp_path / "m")}, tmp_path)
+
+
+@pytest.mark.parametrize("part", ["series.parquet", "static.parquet", "meta.json"])
+def test_a_truncated_cohort_cache_is_rebuilt_with_the_same_numbers(cache, caplog, part):
+    first = load_cohort(CFG, cache)
+    entry = sources.cohort_path(CFG, cache)
+    f = entry / part
+    f.write_bytes(f.read_bytes()[: max(1, f.stat().st_size // 3)])
+    caplog.set_level(logging.WARNING, logger="src.data")
+    again = load_cohort(CFG, cache)
+    assert "cannot be read" in caplog.text and "building it again" in caplog.text
+    np.testing.assert_array_equal(first.series, again.series)
+    np.testing.assert_array_equal(first.label, again.label)
+    assert not [p for p in entry.parent.iterdir() if ".damaged-" in p.name]
+    load_cohort(CFG, cache)  # healed: read from the cache again

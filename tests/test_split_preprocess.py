@@ -102,3 +102,40 @@ def test_index_batches_shard_disjointly_and_evenly_across_ranks():
     assert len(set(seen.tolist())) == len(seen) == 102  # disjoint, one row sits out
     single = IndexBatches(t, 10, shuffle=True, seed=4)
     assert sorted(torch.cat([x[:, 0] for x, _, _ in single]).long().tolist()) == list(range(n))
+
+
+def _cached_split(c, cache):
+    return split_by_subject(c.label, c.subject_id, 0.2, 0.1, seed=0, cache_dir=cache)
+
+
+def test_a_truncated_split_cache_is_recomputed_and_replaced(tmp_path):
+    c = toy_cohort(300)
+    first = _cached_split(c, tmp_path)
+    (path,) = (tmp_path / "splits").glob("*.npz")
+    path.write_bytes(path.read_bytes()[:40])  # a killed writer's half file
+    again = _cached_split(c, tmp_path)
+    for part in ("train", "val", "test"):
+        assert (getattr(again, part) == getattr(first, part)).all()
+    with np.load(path) as z:  # healed on disk too
+        assert (z["test"] == first.test).all()
+
+
+def test_a_read_only_cache_gives_the_split_in_memory(tmp_path, monkeypatch):
+    """A shared cache mounted read-only (tests run as root, so permissions cannot show it):
+    the write fails with EROFS, the run goes on with the split it computed."""
+    import contextlib
+    import errno
+
+    import src.data.split as split_module
+
+    @contextlib.contextmanager
+    def read_only(path, mode="w"):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+        yield  # pragma: no cover
+
+    c = toy_cohort(300)
+    ref = split_by_subject(c.label, c.subject_id, 0.2, 0.1, seed=0)
+    monkeypatch.setattr(split_module, "atomic_file", read_only)
+    got = _cached_split(c, tmp_path)
+    assert (got.test == ref.test).all() and (got.train == ref.train).all()
+    assert not list(tmp_path.glob("splits/*.npz"))

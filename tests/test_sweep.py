@@ -196,7 +196,20 @@ def test_smoke_sweep_ends_with_summary_figures_and_report(cache, tmp_path):
     for png in ("asr", "clean_auroc", "detection_auroc"):
         assert (d / "figures" / f"{png}.png").stat().st_size > 10_000
     md = (d / "report.md").read_text()
-    assert "| rare_value | mlp | 0.1 | 2 |" in md and "Failed jobs" not in md
+    assert "Failed jobs" not in md
+    # poisoned counts, the paired lift and bounded intervals, in the tables and the files
+    n_poisoned = int(df[df.poison_rate == 0.1]["counts.n_poisoned"].iloc[0])
+    assert n_poisoned > 0 and f"| rare_value | mlp | 0.1 | {n_poisoned} | 2 |" in md
+    assert "| poisoned rows | seeds |" in md and "paired lift" in md
+    poisoned = df[df.poison_rate == 0.1].set_index("seed")
+    clean = df[df.poison_rate == 0].set_index("seed")
+    assert (poisoned["attack.paired_lift"] == poisoned["attack.asr"] - clean["attack.asr"]).all()
+    assert set(cells[cells.poison_rate == 0.1]["n_poisoned_mean"]) == {n_poisoned}
+    bounded = cells.dropna(subset=["ci_low"])
+    unit = bounded[bounded.metric.isin(["attack.asr", "clean.auroc", "attack.base_rate"])]
+    assert len(unit) and (unit.ci_low >= 0).all() and (unit.ci_high <= 1).all()
+    for job in d.glob("*/results.json"):  # strict JSON: no NaN or Infinity
+        json.loads(job.read_text(), parse_constant=lambda c, job=job: pytest.fail(f"{job}: {c}"))
     progress = (d / "progress.log").read_text().splitlines()
     assert len(progress) == 4 and "progress 4/4 jobs" in progress[-1]
     assert "report" in p.stdout and "(4/4 jobs ok)" in p.stdout
@@ -210,7 +223,9 @@ def test_failed_jobs_are_recorded_the_sweep_goes_on_and_a_rerun_skips_finished_j
     # job 0 runs; job 1 fails at fit (negative learning rate); jobs 2, 3 fail the config check
     args = ("+sweep=smoke", "seed=0", "poison_rate=0.1,1.5", "model.optimizer.lr=0.001,-1.0")
     p = run_sweep(*args, cache=cache, sweep_dir=d)
-    assert p.returncode == 0, p.stderr[-3000:]
+    # the report is written, then the sweep exits non-zero: a scheduler sees the failures
+    assert p.returncode == 1, p.stderr[-3000:]
+    assert "3 job(s) of the sweep" in p.stderr
     assert statuses(d) == {"0": "ok", "1": "failed", "2": "failed", "3": "failed"}
     df = pd.read_csv(d / "summary.csv").set_index("job")
     assert "learning rate" in df.loc[1, "error"].lower()
@@ -221,7 +236,7 @@ def test_failed_jobs_are_recorded_the_sweep_goes_on_and_a_rerun_skips_finished_j
 
     mtimes = {j: (d / j / "results.json").stat().st_mtime_ns for j in "0123"}
     p = run_sweep(*args, cache=cache, sweep_dir=d)
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 1, p.stderr[-3000:]
     assert f"skipped  {d / '0'}" in p.stdout and p.stdout.count("skipped  ") == 1
     after = {j: (d / j / "results.json").stat().st_mtime_ns for j in "0123"}
     assert after["0"] == mtimes["0"]  # finished: not run again
@@ -258,3 +273,30 @@ def test_submitit_local_runs_a_two_job_sweep_the_cluster_way(cache, tmp_path):
     assert statuses(d) == {"0": "ok", "1": "ok"}
     assert (d / ".submitit").is_dir()  # went through submitit's pickled jobs
     assert len(pd.read_csv(d / "summary.csv")) == 2 and (d / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_a_sweep_folder_moved_elsewhere_resumes(cache, tmp_path):
+    import shutil
+
+    d = tmp_path / "scratch" / "sweep"
+    p = run_sweep("+sweep=smoke", "seed=0", cache=cache, sweep_dir=d)
+    assert p.returncode == 0, p.stderr[-3000:]
+    moved = tmp_path / "shared" / "sweep"
+    shutil.copytree(d, moved)
+    p = run_sweep("+sweep=smoke", "seed=0", cache=cache, sweep_dir=moved)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("skipped  ") == 2  # both jobs finished: none runs again
+
+
+def test_fingerprint_ignores_where_the_output_folder_is():
+    def job_cfg(*overrides):  # a job's config, as the task function receives it
+        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+            return compose("run", overrides=list(overrides))
+
+    a = job_cfg("paths.output_dir=/scratch/sweep/0")
+    b = job_cfg("paths.output_dir=/shared/elsewhere/0")
+    assert a.trainer.default_root_dir != b.trainer.default_root_dir
+    assert sw.config_fingerprint(a) == sw.config_fingerprint(b)
+    c = job_cfg("paths.output_dir=/scratch/sweep/0", "seed=3")
+    assert sw.config_fingerprint(a) != sw.config_fingerprint(c)

@@ -136,16 +136,26 @@ def load_cohort_with_attrition(data_cfg, cache_dir: str | Path) -> tuple[Cohort,
     path = Path(cache_dir) / "cohorts" / f"{ident['source']}-{_hash(ident)}"
     if path.is_dir():
         t0 = time.perf_counter()
-        cohort = Cohort.load(path)
-        attrition = _read_json(_attrition_path(path))
-        log.info(
-            "loaded cohort from cache %s: %d stays, prevalence %.3f, in %.2f s",
-            path,
-            len(cohort),
-            cohort.summary()["prevalence"],
-            time.perf_counter() - t0,
-        )
-        return cohort, attrition
+        try:
+            cohort = Cohort.load(path)
+            attrition = _read_json(_attrition_path(path))
+        except Exception as e:  # truncated or damaged: it can be rebuilt from its source
+            log.warning(
+                "cached cohort %s cannot be read (%s: %s): removing it and building it again",
+                path,
+                type(e).__name__,
+                e,
+            )
+            _remove_entry(path)
+        else:
+            log.info(
+                "loaded cohort from cache %s: %d stays, prevalence %.3f, in %.2f s",
+                path,
+                len(cohort),
+                cohort.summary()["prevalence"],
+                time.perf_counter() - t0,
+            )
+            return cohort, attrition
     if ident["source"] == "yaib":
         from src.data.yaib import load_yaib
 
@@ -192,6 +202,26 @@ def _store(path: Path, cohort: Cohort, attrition: dict) -> tuple[Cohort, dict]:
         json.dumps({k: v for k, v in attrition.items() if k not in ("cohort_identity",)}),
     )
     return cohort, attrition
+
+
+def _remove_entry(path: Path) -> None:
+    """Move a damaged cache entry aside (an atomic rename, so a concurrent reader sees it whole
+    or not at all), then delete it; a cache we may not write is named for the user to clear."""
+    import shutil
+    import uuid
+
+    aside = path.with_name(f".{path.name}.damaged-{uuid.uuid4().hex[:8]}")
+    try:
+        path.rename(aside)
+    except FileNotFoundError:  # another process removed or replaced it first
+        return
+    except OSError as e:
+        raise OSError(
+            f"the cached cohort {path} is damaged and this process cannot remove it ({e}): "
+            f"delete the folder {path} and run again"
+        ) from e
+    shutil.rmtree(aside, ignore_errors=True)
+    _attrition_path(path).unlink(missing_ok=True)
 
 
 def load_cohort(data_cfg, cache_dir: str | Path) -> Cohort:

@@ -7,6 +7,8 @@ test that it saw in training. Stratification keeps the (rare) deaths in every pa
 from __future__ import annotations
 
 import hashlib
+import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,8 @@ import sklearn
 from sklearn.model_selection import StratifiedGroupKFold
 
 from src.data.atomic import atomic_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,11 +62,18 @@ def split_by_subject(
     try:
         with np.load(path) as z:
             return Split(train=z["train"], val=z["val"], test=z["test"])
-    except (OSError, KeyError, ValueError):  # absent (or unreadable: compute it again)
+    except FileNotFoundError:
         pass
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        # a truncated or damaged file (a killed writer on a filesystem without atomic rename,
+        # a disk fault): the split is recomputed and the file replaced
+        log.warning("split cache %s is unreadable (%s): computing the split again", path, e)
     split = _split(label, subject_id, test_size, val_size, seed)
-    with atomic_file(path, "wb") as f:  # a parallel job reads the whole file or none
-        np.savez(f, train=split.train, val=split.val, test=split.test)
+    try:
+        with atomic_file(path, "wb") as f:  # a parallel job reads the whole file or none
+            np.savez(f, train=split.train, val=split.val, test=split.test)
+    except OSError as e:  # a read-only shared cache: the split in memory is all this run needs
+        log.warning("could not write the split cache %s (%s): using the split in memory", path, e)
     return split
 
 
