@@ -175,8 +175,9 @@ def summary_table(sweep_dir: Path):
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    df.insert(1, "status", df.pop("status"))
-    return df
+    cols = list(df.columns)
+    cols.insert(1, cols.pop(cols.index("status")))
+    return df[cols].copy()  # one block: the columns added later do not fragment it
 
 
 # --- statistics ----------------------------------------------------------------------------------
@@ -265,9 +266,13 @@ def add_paired_lift(df, keys: list[str]):
         else np.nan
         for r in df.to_dict("records")
     ]
-    df["attack.clean_model_asr"] = ref
-    df["attack.paired_lift"] = df["attack.asr"].astype(float) - df["attack.clean_model_asr"]
-    return df
+    ref = np.asarray(ref, dtype=float)
+    return df.assign(
+        **{
+            "attack.clean_model_asr": ref,
+            "attack.paired_lift": df["attack.asr"].astype(float).to_numpy() - ref,
+        }
+    )
 
 
 def metric_columns(df) -> list[str]:
@@ -400,6 +405,7 @@ def _seeds(g) -> str:
 
 # --- paired comparisons ----------------------------------------------------------------------
 PAIRED_METRICS = ("attack.asr", "attack.paired_lift", "clean.auroc")
+MAX_TEST_ROWS = 60  # report.md lists the comparisons up to this many; the CSV holds them all
 
 
 def paired_tests(df, keys: list[str]):
@@ -923,41 +929,50 @@ def write_markdown(sweep_dir: Path, df, cells, keys, figures: dict, out: Path, t
             "Two conditions on the same seeds (or, for detectors, the same jobs): mean "
             "difference a − b, two-sided p-values of the paired t-test (scipy `ttest_rel`) and "
             "the Wilcoxon signed-rank test (scipy `wilcoxon`; with fewer than 6 pairs it cannot "
-            "reach p < 0.05). Not corrected for multiple comparisons. ASR and in-class "
-            f"detection AUROC shown ({len(shown)} of {len(tests)} rows); all in "
-            "`paired_tests.csv`.",
-            "",
-            md_table(
-                [
-                    "factor",
-                    "a",
-                    "b",
-                    "metric",
-                    "at",
-                    "pairs",
-                    "mean a − b",
-                    "t-test p",
-                    "Wilcoxon p",
-                ],
-                [
-                    [
-                        r["factor"],
-                        r["a"],
-                        r["b"],
-                        r["metric"],
-                        r["context"],
-                        r["n_pairs"],
-                        f"{r['mean_diff']:+.3f}",
-                        _fmt_p(r["t_test_p"]),
-                        _fmt_p(r["wilcoxon_p"]),
-                    ]
-                    for r in shown.to_dict("records")
-                ],
-            )
-            if len(shown)
-            else "(no pairs)",
+            "reach p < 0.05). Not corrected for multiple comparisons. "
+            f"All {len(tests)} comparisons (ASR, paired lift, clean AUROC, in-class detection "
+            "AUROC) are in `paired_tests.csv`.",
             "",
         ]
+        if len(shown) <= MAX_TEST_ROWS:
+            lines += [
+                md_table(
+                    [
+                        "factor",
+                        "a",
+                        "b",
+                        "metric",
+                        "at",
+                        "pairs",
+                        "mean a − b",
+                        "t-test p",
+                        "Wilcoxon p",
+                    ],
+                    [
+                        [
+                            r["factor"],
+                            r["a"],
+                            r["b"],
+                            r["metric"],
+                            r["context"],
+                            r["n_pairs"],
+                            f"{r['mean_diff']:+.3f}",
+                            _fmt_p(r["t_test_p"]),
+                            _fmt_p(r["wilcoxon_p"]),
+                        ]
+                        for r in shown.to_dict("records")
+                    ],
+                )
+                if len(shown)
+                else "(no pairs)",
+                "",
+            ]
+        else:
+            lines += [
+                f"({len(shown)} comparisons of ASR and detection AUROC: too many for a page; "
+                "filter `paired_tests.csv` by `factor`, `a`, `b` and `context`.)",
+                "",
+            ]
     stealth = sorted({m for m in cells["metric"] if m.startswith("stealth.")}) if len(cells) else []
     if stealth:
         lines += [
