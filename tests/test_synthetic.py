@@ -12,7 +12,7 @@ from src.data.mimiciv import schema
 from src.data.mimiciv.extract import extract
 from src.data.mimiciv.synthetic import generate
 
-# Column names and order of MIMIC-IV v2.2 (shared/data/mimiciv_demo_preview/preview.txt)
+# Column names and order of MIMIC-IV v2.2 (docs/reference/mimiciv_demo_preview/preview.txt)
 MIMIC_COLUMNS = {
     "hosp/patients": "subject_id gender anchor_age anchor_year anchor_year_group dod",
     "hosp/admissions": "subject_id hadm_id admittime dischtime deathtime admission_type "
@@ -170,7 +170,7 @@ def test_default_cohort_is_realistic(tmp_path, seed):
         assert 0.85 <= miss[f] <= 0.97, (f, miss[f])
     assert 0.6 <= miss["temp"] <= 0.8
     assert 0.25 <= miss["urine"] <= 0.45
-    # marginals near the real hourly ones (shared/data/icu_value_distributions.md)
+    # marginals near the real hourly ones (docs/reference/icu_value_distributions.md)
     means = dict(zip(cohort.feature_names, np.nanmean(cohort.series, axis=(0, 1)), strict=True))
     for f, real, tol in (
         ("hr", 86.8, 6),

@@ -1,5 +1,6 @@
 """YAIB / ricu cohorts: a hand-made folder checked bin by bin, and YAIB's real Mortality24 MIMIC
-demo (ODbL, read in place from ../shared; never printed row by row) read and run end to end."""
+demo (ODbL, in tests/data/yaib with its licence and notice; never printed row by row) read and
+run end to end."""
 
 from __future__ import annotations
 
@@ -13,14 +14,8 @@ import pytest
 from src.data.sources import cohort_key, load_cohort, load_cohort_with_attrition
 from src.data.yaib import load_yaib
 
-DEMO = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "yaib" / "mortality24" / "mimic_demo"
-)
-needs_demo = pytest.mark.skipif(
-    not DEMO.is_dir(),
-    reason=f"YAIB demo cohort not found at {DEMO} "
-    "(it lives in the shared data folder next to the repository)",
-)
+DEMO_REL = Path("tests") / "data" / "yaib" / "mortality24" / "mimic_demo"  # from the repo root
+DEMO = Path(__file__).resolve().parents[1] / DEMO_REL
 H = pd.Timedelta(hours=1)
 
 
@@ -111,7 +106,6 @@ def test_load_cohort_caches_yaib_by_path_window_and_features(tmp_path):
     np.testing.assert_array_equal(load_cohort(cfg, tmp_path / "cache").series, c.series)
 
 
-@needs_demo
 def test_demo_cohort_matches_the_parquet_files():
     c, attrition = load_yaib(DEMO, window_hours=24)
     dyn = pd.read_parquet(DEMO / "dyn.parquet")
@@ -137,16 +131,14 @@ def test_demo_cohort_matches_the_parquet_files():
     assert c.features[c.feature_index("temp")].unit == "C"
 
 
-@needs_demo
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["trigger=out_of_bounds", "trigger.feature=hr"]])
 def test_demo_runs_end_to_end(extra, tmp_path):
     from tests.test_cli import run_cli
 
-    rel = Path("..") / "shared" / "data" / "yaib" / "mortality24" / "mimic_demo"
     p = run_cli(
         "data=yaib",
-        f"data.path={rel}",
+        f"data.path={DEMO_REL}",
         "experiment=smoke",
         "detectors=none",
         *extra,

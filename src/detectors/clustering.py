@@ -74,7 +74,10 @@ def activation_clustering(
         d = np.linalg.norm(z[:, None, :] - centres[None], axis=2)  # [n_c, 2]
         scores[idx] = d[:, 1 - suspicious] - d[:, suspicious]
         rel = float(sizes[suspicious] / len(idx))
-        sil = _silhouette(z, assign, silhouette_sample, inputs.seed)
+        # the silhouette (on a sample of rows) only where the rule reads it
+        sil = (
+            _silhouette(z, assign, silhouette_sample, inputs.seed) if rule == "silhouette" else None
+        )
         if rule == "relative_size":
             poisoned = rel <= size_threshold
         else:

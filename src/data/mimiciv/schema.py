@@ -1,7 +1,7 @@
 """MIMIC-IV concepts as data: what each feature is, its unit, its plausible range and where
 MIMIC-IV (v2.x / v3.x) stores it.
 
-Source of truth: ``shared/data/mimiciv_concepts.md`` (the ricu / YAIB harmonised concept
+Source of truth: ``docs/reference/mimiciv_concepts.md`` (the ricu / YAIB harmonised concept
 dictionary). The extractor turns these rows into one itemid lookup table, so adding a concept
 here is all it takes to extract it; the synthetic generator writes the same itemids and units.
 
