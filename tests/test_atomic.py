@@ -41,3 +41,29 @@ def test_a_file_is_replaced_whole_readable_by_all_and_a_failed_write_keeps_the_o
     with atomic_file(target, "wb") as f:
         f.write(b"new")
     assert target.read_bytes() == b"new"
+
+
+def test_a_killed_writers_folder_is_removed_and_a_live_ones_kept(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from src.data.atomic import atomic_dir
+
+    target = tmp_path / "cohort"
+    host = socket.gethostname()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    stale = tmp_path / f".cohort.tmp-{host}-{dead}-abc123"
+    live = tmp_path / f".cohort.tmp-{host}-{os.getpid()}-def456"
+    other = tmp_path / ".other.tmp-x-1-zzz"  # another entry's: not ours to judge
+    for d in (stale, live, other):
+        d.mkdir()
+        (d / "part.parquet").write_bytes(b"x" * 10)
+    with atomic_dir(target) as tmp:
+        (tmp / "data").write_text("ok")
+    assert not stale.exists() and live.exists() and other.exists()
+    assert (target / "data").read_text() == "ok"
+    assert [p.name for p in tmp_path.glob(".cohort.tmp-*")] == [live.name]

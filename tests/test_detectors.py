@@ -439,3 +439,25 @@ def test_strip_two_sided_also_finds_rows_that_blend_to_high_entropy():
     low, two = strip(inputs, variant="low"), strip(inputs, variant="two_sided")
     assert auroc(low.scores, truth) < 0.05 and auroc(two.scores, truth) > 0.95
     assert two.flags[truth].mean() > 0.9 and two.flags[~truth].mean() < 0.05
+
+
+def test_two_means_on_a_sample_assigns_like_the_full_fit():
+    from src.detectors.clustering import two_means
+
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(0, 1, (6000, 10)), rng.normal(4, 1, (1500, 10))])
+    full, _ = two_means(z, seed=0)
+    sampled, _ = two_means(z, seed=0, max_fit_rows=1000)
+    agree = (full == sampled).mean()
+    assert max(agree, 1 - agree) > 0.999  # the same split, up to the clusters' names
+
+
+def test_spectre_fitted_on_a_sample_ranks_like_the_full_fit():
+    inputs, truth = planted_features(separable=True, shift=4.0)
+    full = spectre(inputs).scores
+    sampled = spectre(inputs, fit_rows=800).scores  # class 1 holds ~1500 rows
+    rows = inputs.labels == 1
+    assert in_class_auroc(inputs, sampled, truth) >= 0.95
+    from scipy.stats import spearmanr
+
+    assert spearmanr(full[rows], sampled[rows]).statistic > 0.9

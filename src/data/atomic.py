@@ -4,26 +4,80 @@ Every cache here (synthetic tables, the MIMIC-IV events cache, extracted cohorts
 every results.json is filled in a temporary sibling and then renamed into place. Two processes
 racing to fill the same cache entry (parallel sweep jobs on an empty cache) both succeed: the
 first rename of a folder wins and the other drops its equivalent copy; for a file the last wins.
+
+A temporary sibling is named ``.<name>.tmp-<host>-<pid>-<random>``. A process killed while
+filling one (out of memory, a scheduler's time limit) leaves it behind, and on MIMIC-IV such a
+folder holds gigabytes: the next ``atomic_dir`` for the same path removes the ones whose
+process is gone (same host, no such pid) or that are older than ``STALE_AFTER_S`` (another
+host, where the pid says nothing), never one a live process is still filling.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+log = logging.getLogger(__name__)
+
+STALE_AFTER_S = 24 * 3600
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_siblings(path: Path, now: float | None = None) -> list[Path]:
+    """Remove the temporary siblings of ``path`` left by dead processes (see the module
+    docstring); return what was removed."""
+    now = time.time() if now is None else now
+    host = socket.gethostname()
+    removed = []
+    for p in path.parent.glob(f".{path.name}.tmp-*"):
+        rest = p.name[len(f".{path.name}.tmp-") :]
+        head, _, _ = rest.rpartition("-")  # <host>-<pid>
+        p_host, _, p_pid = head.rpartition("-")
+        try:
+            age = now - p.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        dead = p_host == host and p_pid.isdigit() and not _pid_alive(int(p_pid))
+        if dead or age > STALE_AFTER_S:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            log.warning("removed %s, left by a process that was stopped while writing it", p)
+            removed.append(p)
+    return removed
+
 
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; when the block ends without error, rename it to
-    ``path`` (unless another process published ``path`` first); on error, remove it."""
+    ``path`` (unless another process published ``path`` first); on error, remove it. Stale
+    temporary siblings of dead processes are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    remove_stale_siblings(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), dir=path.parent))
     try:
         yield tmp
         tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
@@ -44,7 +98,7 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
     readable by all (the cache may be shared) and rename it to ``path``; on error, remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
             yield f

@@ -158,7 +158,7 @@ def class_projection(
     shift = x[:4096].mean(0, dtype=np.float64).astype(x.dtype)
     x -= shift
     n = max(len(x), 1)
-    mean = x.sum(0, dtype=np.float64) / n  # of the shifted rows
+    mean = x.sum(0).astype(np.float64) / n  # of the shifted rows (numpy sums pairwise)
     scatter = (x.T @ x).astype(np.float64) - n * np.outer(mean, mean)
     _, vecs = np.linalg.eigh(scatter)  # ascending
     v = np.ascontiguousarray(vecs[:, ::-1][:, : min(k, f.shape[1])])

@@ -2,7 +2,8 @@
 
 Per class: reduce the penultimate features to ``n_components`` dimensions (PCA, or FastICA as in
 the paper) and split them in two with k-means (scikit-learn's ``KMeans``, k-means++ seeding,
-``n_init`` starts, seeded). Then two choices, each named in the config and recorded in info:
+``n_init`` starts, seeded; a class of more than ``max_fit_rows`` rows is fitted on a seeded
+sample of them, then every row goes to its nearest centre). Then two choices, each named in the config and recorded in info:
 
 - ``rule``, whether the class is judged poisoned:
   - ``relative_size`` (default; the paper's): the suspicious cluster holds at most
@@ -52,6 +53,7 @@ def activation_clustering(
     silhouette_threshold: float = 0.10,
     orient: str = "smaller",
     n_init: int = 1,
+    max_fit_rows: int = 100_000,
     silhouette_sample: int = 2000,
     min_rows: int = 20,
 ) -> Detection:
@@ -65,14 +67,14 @@ def activation_clustering(
     medians = _class_medians(feats, inputs.labels) if orient == "distance" else {}
     for c, idx in classes(inputs.labels, min_rows, info):
         z = reduce_features(feats, idx, n_components, reduction, inputs.seed)
-        assign, centres = two_means(z, inputs.seed, n_init)
+        assign, centres = two_means(z, inputs.seed, n_init, max_fit_rows)
         sizes = np.bincount(assign, minlength=2)
         if orient == "smaller":
             suspicious = int(np.argmin(sizes))
         else:
             suspicious = _closest_to_other_class(feats[idx].numpy(), assign, c, medians)
-        d = np.linalg.norm(z[:, None, :] - centres[None], axis=2)  # [n_c, 2]
-        scores[idx] = d[:, 1 - suspicious] - d[:, suspicious]
+        d = [np.linalg.norm(z - centres[j].astype(z.dtype), axis=1) for j in (0, 1)]
+        scores[idx] = d[1 - suspicious].astype(np.float64) - d[suspicious]
         rel = float(sizes[suspicious] / len(idx))
         # the silhouette (on a sample of rows) only where the rule reads it
         sil = (
@@ -92,12 +94,22 @@ def activation_clustering(
     return Detection(scores, flags, info)
 
 
-def two_means(z: np.ndarray, seed: int, n_init: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's k-means with two clusters: (assignments, centres [2, k])."""
+def two_means(
+    z: np.ndarray, seed: int, n_init: int = 1, max_fit_rows: int = 100_000
+) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's k-means with two clusters: (assignments, centres [2, k]). A class larger
+    than ``max_fit_rows`` is fitted on a seeded sample of that many rows and every row is then
+    assigned to its nearest centre: two centres in 10 dimensions are pinned down long before
+    100k rows, and the fit no longer grows with the class."""
     from sklearn.cluster import KMeans
 
-    km = KMeans(n_clusters=2, n_init=n_init, random_state=seed).fit(z)
-    return km.labels_.astype(np.int64), km.cluster_centers_
+    km = KMeans(n_clusters=2, n_init=n_init, random_state=seed)
+    if len(z) <= max_fit_rows:
+        km.fit(z)
+        return km.labels_.astype(np.int64), km.cluster_centers_
+    rows = np.random.default_rng(seed).choice(len(z), max_fit_rows, replace=False)
+    km.fit(z[np.sort(rows)])
+    return km.predict(z).astype(np.int64), km.cluster_centers_
 
 
 def reduce_features(feats, idx, k: int, reduction: str, seed: int) -> np.ndarray:
@@ -111,7 +123,7 @@ def reduce_features(feats, idx, k: int, reduction: str, seed: int) -> np.ndarray
 
         f = feats[torch.as_tensor(idx)].double().numpy()
         return FastICA(n_components=k, random_state=seed, max_iter=400).fit_transform(f)
-    return class_projection(feats, idx, k)[0].double().numpy()
+    return class_projection(feats, idx, k)[0].numpy()  # float32 rows: k-means runs in float32
 
 
 def _class_medians(feats, labels) -> dict[int, np.ndarray]:

@@ -61,6 +61,7 @@ def spectre(
     flag_rule: str = "oracle",
     z_threshold: float = 3.5,
     mcd_max_rows: int = 20_000,
+    fit_rows: int = 100_000,
     min_rows: int = 40,
 ) -> Detection:
     check_choice("spectre", "robust", robust, ROBUST)
@@ -78,16 +79,21 @@ def spectre(
         n_remove = oracle_budget(inputs, c, eps_multiplier)
         n_trim = int(round(trim_multiplier * m))
 
-        mom = Moments(base)
+        # the robust estimates (and the choice of k) on at most fit_rows rows, seeded; the
+        # scores of every row at the end: a class of a million rows costs one more pass
+        est, scale = base, 1.0
+        if len(base) > fit_rows:
+            pick = np.sort(np.random.default_rng(inputs.seed).choice(len(base), fit_rows, False))
+            est, scale = base[torch.from_numpy(pick)], fit_rows / len(base)
+        mom = Moments(est)
+        n_trim_e, n_remove_e = int(round(n_trim * scale)), int(round(n_remove * scale))
+        fit = (alpha, robust, n_trim_e, trim_iters, mcd_max_rows, inputs.seed)
         if k == "auto":
-            kk, s = _auto_k(
-                mom, alpha, robust, n_trim, n_remove, trim_iters, mcd_max_rows, inputs.seed
-            )
+            kk, s = _auto_k(mom, n_remove_e, *fit)
         else:
-            kk = min(int(k), dim)
-            s = _que_filter_scores(
-                mom, kk, alpha, robust, n_trim, trim_iters, mcd_max_rows, inputs.seed
-            )
+            kk, s = min(int(k), dim), None
+        if s is None or est is not base:
+            s = _que_filter_scores(mom, kk, *fit, rows=base)
         info["k"][str(c)] = kk
         info["oracle_budget"][str(c)] = n_remove
         scores[idx] = s
@@ -110,6 +116,12 @@ class Moments:
         self.z, self.n = z, len(z)
         self.s1 = z.sum(0, dtype=torch.float64)
         self.s2 = (z.T @ z).double()
+        # two [n, dim] buffers the whitened rows and their products are written into: dozens
+        # of fresh [n, k] allocations would each fault their pages in again
+        self._buf = [torch.empty(z.numel(), dtype=z.dtype) for _ in range(2)]
+
+    def buffer(self, i: int, kk: int) -> torch.Tensor:
+        return self._buf[i][: self.n * kk].view(self.n, kk)
 
     def estimate(self, kk: int, removed: torch.Tensor | None = None):
         """(mean, covariance (1/n)) of the first ``kk`` dimensions without rows ``removed``."""
@@ -121,15 +133,18 @@ class Moments:
         return mu, s2 / n - torch.outer(mu, mu)
 
     def whitened(self, kk: int, mu: torch.Tensor, cov: torch.Tensor):
-        """(w = (z[:, :kk] - mu) W, with W = cov^-1/2, and W) without copying z."""
+        """(w = (z[:, :kk] - mu) W, with W = cov^-1/2, and W) without copying z; w lives in
+        buffer 0 until the next call."""
         w_mat = _inv_sqrt(cov)
         pad = torch.zeros(self.z.shape[1], kk, dtype=torch.float64)
         pad[:kk] = w_mat
         pad = pad.to(self.z.dtype)
-        return torch.addmm((-(mu @ w_mat)).to(self.z.dtype), self.z, pad), w_mat
+        bias = (-(mu @ w_mat)).to(self.z.dtype).expand(self.n, kk)
+        w = torch.addmm(bias, self.z, pad, out=self.buffer(0, kk))
+        return w, w_mat
 
 
-def _auto_k(mom: Moments, alpha, robust, n_trim, n_remove, iters, mcd_max, seed):
+def _auto_k(mom: Moments, n_remove, alpha, robust, n_trim, iters, mcd_max, seed):
     """The reference's choice of k: for each candidate, filter with it, re-estimate the
     covariance of all ``dim`` dimensions from the rows kept, and score the QUE-weighted spectral
     norm of the whitened rows' covariance; keep the k where it is largest."""
@@ -148,17 +163,32 @@ def _auto_k(mom: Moments, alpha, robust, n_trim, n_remove, iters, mcd_max, seed)
 
 
 def _que_filter_scores(
-    mom: Moments, kk: int, alpha: float, robust: str, n_trim: int, iters: int, mcd_max: int, seed
+    mom: Moments,
+    kk: int,
+    alpha: float,
+    robust: str,
+    n_trim: int,
+    iters: int,
+    mcd_max: int,
+    seed: int,
+    rows: torch.Tensor | None = None,
 ) -> np.ndarray:
+    """QUE scores of ``rows`` (default: the rows of ``mom``) in the first ``kk`` dimensions,
+    whitened with the robust estimate from ``mom``'s rows."""
     if kk == 1:  # the reference does not whiten one dimension
-        z0 = mom.z[:, 0].double()
-        return ((z0 - z0.mean()) ** 2).numpy()
+        mu0, _ = mom.estimate(1)
+        z0 = (mom.z if rows is None else rows)[:, 0].double()
+        return ((z0 - mu0[0]) ** 2).numpy()
     if robust == "mcd":
         mu, cov = _mcd(mom.z[:, :kk], mcd_max, seed)
     else:
         mu, cov = trimmed_estimate(mom, kk, n_trim, iters)
-    w, w_mat = mom.whitened(kk, mu, cov)
     _, cov_all = mom.estimate(kk)
+    if rows is None:
+        w, w_mat = mom.whitened(kk, mu, cov)
+        return que_scores(w, alpha, w_mat @ cov_all @ w_mat, out=mom.buffer(1, kk))
+    w_mat = _inv_sqrt(cov)
+    w = (rows[:, :kk] - mu.to(rows.dtype)) @ w_mat.to(rows.dtype)
     return que_scores(w, alpha, w_mat @ cov_all @ w_mat)
 
 
@@ -175,14 +205,17 @@ def _que_norm(s: torch.Tensor, alpha: float) -> float:
     return float(torch.trace(s @ q) / torch.trace(q))
 
 
-def que_scores(w: torch.Tensor, alpha: float, s: torch.Tensor | None = None) -> np.ndarray:
+def que_scores(
+    w: torch.Tensor, alpha: float, s: torch.Tensor | None = None, out: torch.Tensor | None = None
+) -> np.ndarray:
     """tau_i = w_i^T Q w_i / tr(Q) with Q = exp(alpha (S - I) / (||S|| - 1)), S = cov(w) (given,
-    or computed from ``w``)."""
+    or computed from ``w``); ``out``: an [n, k] buffer for w Q."""
     if s is None:
         wc = w.double() - w.double().mean(0)
         s = wc.T @ wc / len(w)
     q = _que_matrix(s, alpha)
-    return (((w @ q.to(w.dtype)) * w).sum(1).double() / torch.trace(q)).numpy()
+    wq = torch.matmul(w, q.to(w.dtype), out=out)
+    return (torch.einsum("ij,ij->i", wq, w).double() / torch.trace(q)).numpy()
 
 
 def trimmed_estimate(mom: Moments, kk: int, n_trim: int, iters: int):
@@ -192,7 +225,7 @@ def trimmed_estimate(mom: Moments, kk: int, n_trim: int, iters: int):
     mu, cov = mom.estimate(kk)
     for _ in range(iters if n_trim > 0 else 0):
         w, _ = mom.whitened(kk, mu, cov)
-        d = w.pow(2).sum(1)
+        d = torch.linalg.vector_norm(w, dim=1)  # Mahalanobis distance, no [n, k] temporary
         removed = torch.topk(d, n_trim).indices
         mu, cov = mom.estimate(kk, removed)
     return mu, cov
