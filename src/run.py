@@ -7,6 +7,7 @@ imports wait inside the function, so ``--help`` and ``--cfg job`` answer at once
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -80,5 +81,32 @@ def main(cfg: DictConfig) -> dict | None:
         return None
 
 
+def check_output_dir(argv: list[str]) -> None:
+    """Create the run's (or sweep's) output folder named on the command line before Hydra does,
+    so that an unwritable one ends in one line naming it (exit 2), not in Hydra's stack. Folders
+    with interpolations (the default ``outputs/${now:...}``) are left to Hydra; their first fixed
+    part is created."""
+    if any(a.startswith(("--help", "-h", "--cfg", "-c", "--info", "--hydra-help")) for a in argv):
+        return  # nothing will be written
+    key = "hydra.sweep.dir" if any(a in ("-m", "--multirun") for a in argv) else "hydra.run.dir"
+    default = "multirun" if key == "hydra.sweep.dir" else "outputs"
+    value = next((a.split("=", 1)[1] for a in argv if a.startswith(f"{key}=")), default)
+    fixed = Path(value.split("${", 1)[0]) if "${" in value else Path(value)
+    if str(fixed) in ("", "."):
+        return
+    try:
+        fixed.mkdir(parents=True, exist_ok=True)
+        if not os.access(fixed, os.W_OK):
+            raise PermissionError(f"no write permission on {fixed}")
+    except OSError as e:
+        print(
+            f"error: {key}={value} is not allowed: a folder this user can create and write "
+            f"({type(e).__name__}: {e})",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
 if __name__ == "__main__":
+    check_output_dir(sys.argv[1:])
     main()

@@ -36,6 +36,26 @@ def test_bad_input_exits_nonzero_with_a_clear_message_and_no_results(args, key, 
     assert not (tmp_path / "cache").exists()  # failed before any data was touched
 
 
+@pytest.mark.parametrize("multirun", [False, True])
+def test_an_unwritable_output_folder_is_named_in_one_line(multirun, tmp_path):
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    args = ["-m"] if multirun else []
+    p = src_run(*args, f"{key}=/proc/not-here", cache=tmp_path / "cache", timeout=120)
+    assert p.returncode == 2
+    assert f"error: {key}=/proc/not-here is not allowed" in p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_while_running_says_so_in_one_line(cache, tmp_path):
+    p = run_cli("experiment=smoke", "model.optimizer.lr=-1.0", cache=cache, out=tmp_path / "run")
+    assert p.returncode == 1
+    assert "error: ValueError:" in p.stderr and "Traceback" not in p.stderr
+    assert f"{tmp_path / 'run' / 'results.json'}" in p.stderr
+    r = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert r["status"] == "failed" and "Traceback" in r["error"]["traceback"]
+
+
 @pytest.mark.slow
 def test_one_run_writes_results_metrics_and_checkpoint(cache, tmp_path):
     p = run_cli(

@@ -134,3 +134,18 @@ def test_a_truncated_cohort_cache_is_rebuilt_with_the_same_numbers(cache, caplog
     np.testing.assert_array_equal(first.label, again.label)
     assert not [p for p in entry.parent.iterdir() if ".damaged-" in p.name]
     load_cohort(CFG, cache)  # healed: read from the cache again
+
+
+def test_a_truncated_events_cache_file_is_rebuilt_with_the_same_numbers(tmp_path, caplog):
+    import shutil
+
+    cache = tmp_path / "cache"
+    first = load_cohort(CFG, cache)
+    day = max((cache / "events").rglob("*.parquet"), key=lambda p: p.stat().st_size)
+    day.write_bytes(day.read_bytes()[: day.stat().st_size // 2])
+    shutil.rmtree(sources.cohort_path(CFG, cache))  # so the cohort is extracted again
+    caplog.set_level(logging.WARNING, logger="src.data")
+    again = load_cohort(CFG, cache)
+    assert "events cache" in caplog.text and "rebuilding it" in caplog.text
+    np.testing.assert_array_equal(first.series, again.series)
+    np.testing.assert_array_equal(first.label, again.label)

@@ -107,3 +107,23 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def discard(path: Path, what: str) -> None:
+    """Remove a damaged cache entry: renamed aside first (atomic, so a concurrent reader sees
+    it whole or not at all), then deleted. An entry this process may not rename (a read-only
+    shared cache) is named for the user to delete."""
+    import uuid
+
+    path = Path(path)
+    aside = path.with_name(f".{path.name}.damaged-{uuid.uuid4().hex[:8]}")
+    try:
+        path.rename(aside)
+    except FileNotFoundError:  # another process removed or replaced it first
+        return
+    except OSError as e:
+        raise OSError(
+            f"the {what} {path} is damaged and this process cannot remove it ({e}): "
+            f"delete the folder {path} and run again"
+        ) from e
+    shutil.rmtree(aside, ignore_errors=True)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from src.data.atomic import atomic_dir, atomic_file
+from src.data.atomic import atomic_dir, atomic_file, discard
 from src.data.cohort import Cohort
 
 log = logging.getLogger("src.data")
@@ -205,22 +205,7 @@ def _store(path: Path, cohort: Cohort, attrition: dict) -> tuple[Cohort, dict]:
 
 
 def _remove_entry(path: Path) -> None:
-    """Move a damaged cache entry aside (an atomic rename, so a concurrent reader sees it whole
-    or not at all), then delete it; a cache we may not write is named for the user to clear."""
-    import shutil
-    import uuid
-
-    aside = path.with_name(f".{path.name}.damaged-{uuid.uuid4().hex[:8]}")
-    try:
-        path.rename(aside)
-    except FileNotFoundError:  # another process removed or replaced it first
-        return
-    except OSError as e:
-        raise OSError(
-            f"the cached cohort {path} is damaged and this process cannot remove it ({e}): "
-            f"delete the folder {path} and run again"
-        ) from e
-    shutil.rmtree(aside, ignore_errors=True)
+    discard(path, "cached cohort")
     _attrition_path(path).unlink(missing_ok=True)
 
 

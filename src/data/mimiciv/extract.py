@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from src.data.atomic import atomic_dir
+from src.data.atomic import atomic_dir, discard
 from src.data.cohort import Cohort, encode_categories
 from src.data.mimiciv.events import (
     COLUMNS,
@@ -197,12 +197,33 @@ def extract(
             files = events_pass(root, headers, work, int(window_hours))
         else:
             files = events_cache(root, headers, cache_dir, window_hours)
-        cohort, attrition, stays = _select_stays(
-            pq.ParquetFile(files["stays"]).read(), window_hours, min_stay_hours, min_age
-        )
-        series, statics, missing = dense_from_events(
-            files, stays["sidx"], stays["n_all"], concepts, int(window_hours), threads
-        )
+
+        def read(files):
+            cohort, attrition, stays = _select_stays(
+                pq.ParquetFile(files["stays"]).read(), window_hours, min_stay_hours, min_age
+            )
+            binned = dense_from_events(
+                files, stays["sidx"], stays["n_all"], concepts, int(window_hours), threads
+            )
+            return cohort, attrition, stays, binned
+
+        try:
+            cohort, attrition, stays, (series, statics, missing) = read(files)
+        except (pa.ArrowException, OSError) as e:
+            if cache_dir is None:
+                raise
+            # a truncated or damaged cache file: the cache is rebuilt from the tables it came from
+            folder = files["stays"].parent
+            log.warning(
+                "events cache %s cannot be read (%s: %s): rebuilding it from %s",
+                folder,
+                type(e).__name__,
+                e,
+                root,
+            )
+            discard(folder, "events cache")
+            files = events_cache(root, headers, cache_dir, window_hours)
+            cohort, attrition, stays, (series, statics, missing) = read(files)
     cohort_n = len(stays["sidx"])
     static_num = np.column_stack([stays["age"], statics])
     cats, vocabs = [], []
