@@ -16,7 +16,6 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-SCHEMA_VERSION = "1.0"  # results.json schema; bump on any incompatible change
 POISON_MODES = ("dirty", "clean")
 DATA_SOURCES = ("synthetic", "mimiciv", "yaib")
 VIEWS = ("flat", "sequence", "tabular")

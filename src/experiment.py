@@ -8,17 +8,15 @@ results.json. This is the only module that knows the order.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
-import platform
 import time
-import traceback
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from src.config import SCHEMA_VERSION, to_plain
+from src.config import to_plain
+from src.results import Timer, failure, print_summary, skeleton, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +27,14 @@ def run_experiment(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     import_frozen()
-    results = _skeleton(cfg)
+    results = skeleton(cfg)
     clock = Timer()
     try:
         _run(cfg, out, results, clock)
         results["status"] = "ok"
     except BaseException as e:  # KeyboardInterrupt too: a stopped run is recorded, not lost
         results["status"] = "failed"
-        results["error"] = {
-            "type": type(e).__name__,
-            "message": str(e),
-            "traceback": traceback.format_exc(limit=20),
-        }
+        results["error"] = failure(e)
         raise
     finally:
         results["timings"] = {**clock.laps, "total_s": clock.total()}
@@ -123,10 +117,29 @@ def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
     clock.lap("evaluate_s")
 
     if (cfg.get("defense") or {}).get("name", "none") != "none":
-        from src.defenses.filter_retrain import filter_retrain
-
-        results["defense"] = filter_retrain(cfg, cohort, dm, model, out)
+        results["defense"] = defend(cfg, cohort, dm, model, out)
         clock.lap("defense_s")
+
+
+def defend(cfg: DictConfig, cohort, dm, model, out: Path) -> dict:
+    """Run ``cfg.defense`` on the fitted ``model``; the defense gets the retrain step as a
+    function, so the order of a run stays in this module."""
+    from src.defenses.filter_retrain import filter_retrain, own_logs
+
+    def retrain(drop_rows) -> dict:
+        """The same run without ``drop_rows`` of the training split: same split, seed and
+        initialisation; preprocessing refitted on what remains; no detectors."""
+        dm2 = build_datamodule(cfg, cohort, drop_train_rows=drop_rows)
+        model2 = fit_model(
+            own_logs(cfg), dm2, out, ckpt_dir=out / "defense_checkpoints", detect=False
+        )
+        return {
+            "n_poison_left": int(dm2.train_mask.sum()),
+            "training": model2.fit_info,
+            **evaluate(model2, dm2, cfg.target_label, seed=cfg.seed),
+        }
+
+    return filter_retrain(cfg, dm, model, retrain)
 
 
 def build_datamodule(cfg: DictConfig, cohort, drop_train_rows=None):
@@ -194,7 +207,7 @@ def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None, dete
     checkpoint callback kept (the final epoch by default; the best by clean validation AUROC
     with callbacks=early_stopping), loaded with ``torch.load(weights_only=True)``. With
     ``detect`` and ``cfg.detectors`` set, the detectors run on those weights at the end of fit
-    (src/detectors/callback.py) and leave ``model.detection``."""
+    (src/models/detection_callback.py) and leave ``model.detection``."""
     import lightning as L
     import torch
     from hydra.utils import instantiate
@@ -207,7 +220,7 @@ def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None, dete
             if isinstance(c, L.pytorch.callbacks.ModelCheckpoint):
                 c.dirpath = str(ckpt_dir)
     if detect and cfg.get("detectors"):
-        from src.detectors.callback import DetectionCallback
+        from src.models.detection_callback import DetectionCallback
 
         callbacks.append(DetectionCallback(cfg.detectors, seed=cfg.seed))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
@@ -243,194 +256,3 @@ def evaluate(model, dm, target_label: int, seed: int = 0) -> dict:
         "clean": clean_metrics(p_test, dm.data["test"].y, seed=seed),
         "attack": attack_metrics(p_trig, p_test[dm.triggered_rows], target_label),
     }
-
-
-# --- results -----------------------------------------------------------------------------------
-def _skeleton(cfg: DictConfig) -> dict:
-    import sys
-
-    choices = {}
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hc = HydraConfig.get()
-        choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
-        overrides = list(hc.overrides.task)
-    except ValueError:  # not under Hydra (e.g. called from a test)
-        overrides = []
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "status": "running",
-        "error": None,
-        "config": {
-            "choices": choices,
-            "overrides": overrides,
-            "seed": cfg.seed,
-            "poison_rate": cfg.poison_rate,
-            "poison_mode": cfg.poison_mode,
-            "target_label": cfg.target_label,
-            "data": {k: v for k, v in to_plain(cfg.data).items()},
-            "model": cfg.model.get("name"),
-            "trigger": to_plain(cfg.trigger),
-            "fingerprint": _fingerprint(cfg),  # a resumed sweep skips a job only on a match
-        },
-        "seeds": {
-            "seed": cfg.seed,
-            "data.seed": cfg.data.seed,
-            "what": "seed drives split, poison rows, weight init, batch order "
-            "(lightning.seed_everything); data.seed drives the synthetic data",
-        },
-        "environment": _environment(sys.version),
-        "data": None,
-        "trigger": None,
-        "counts": None,
-        "stealth": None,
-        "training": None,
-        "clean": None,
-        "attack": None,
-        "detection": None,
-        "attribution": None,
-        "defense": None,
-    }
-
-
-def _fingerprint(cfg: DictConfig) -> str:
-    from src.sweep import config_fingerprint
-
-    return config_fingerprint(cfg)
-
-
-def _environment(pyversion: str) -> dict:
-    env = {"python": pyversion.split()[0], "platform": platform.platform()}
-    try:
-        import lightning
-        import torch
-
-        # intra-op threads change float reduction order, hence the last digits of the metrics:
-        # "same config and seed, same numbers" holds for the same thread count
-        env.update(
-            torch=torch.__version__,
-            lightning=lightning.__version__,
-            cuda=torch.cuda.is_available(),
-            torch_threads=torch.get_num_threads(),
-        )
-    except ImportError:
-        pass
-    return env
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write via a temporary file and a rename: a reader never sees half a results.json."""
-    from src.data.atomic import atomic_file
-
-    with atomic_file(path) as f:
-        json.dump(strict_json(obj), f, indent=2, default=_json_default, allow_nan=False)
-        f.write("\n")
-
-
-def strict_json(o):
-    """``o`` with every NaN or infinite float replaced by None: results.json is strict JSON
-    (null for an undefined number), which jq and databases read."""
-    import math
-
-    import numpy as np
-
-    if isinstance(o, dict):
-        return {k: strict_json(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [strict_json(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return strict_json(o.tolist())
-    if isinstance(o, np.generic):
-        o = o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return o
-
-
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
-
-
-class Timer:
-    def __init__(self):
-        self.start = self._last = time.perf_counter()
-        self.laps: dict[str, float] = {}
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.laps[name] = round(now - self._last, 3)
-        self._last = now
-
-    def total(self) -> float:
-        return round(time.perf_counter() - self.start, 3)
-
-
-WIDE_INTERVAL = 0.2  # the summary warns when the clean AUROC's interval is wider
-
-
-def _f(v, fmt: str = ".3f", missing: str = "n/a") -> str:
-    return missing if v is None or (isinstance(v, float) and v != v) else format(v, fmt)
-
-
-def _ci(pair) -> str:
-    return f" [{pair[0]:.3f}, {pair[1]:.3f}]" if pair else ""
-
-
-def print_summary(r: dict, out: Path) -> None:
-    """One screen: what ran, how well the model predicts, how well the backdoor works."""
-    c, a, n, t = r["clean"], r["attack"], r["counts"], r["timings"]
-    cfg = r["config"]
-    no_poison = "n/a (no poisoned rows)"
-    lines = [
-        "",
-        f"run      model={cfg['model']} trigger={r['trigger']['name']} "
-        f"poison_rate={cfg['poison_rate']} ({n['n_poisoned']} of {n['n_eligible']} eligible "
-        f"train rows, mode={cfg['poison_mode']}, target_label={cfg['target_label']}) "
-        f"seed={cfg['seed']}",
-        f"cohort   {n['n_stays']} stays: train {n['n_train']} / val {n['n_val']} / "
-        f"test {n['n_test']}; test prevalence {n['test_prevalence']:.3f}",
-        f"clean    AUROC {_f(c['auroc'])}{_ci(c.get('auroc_ci'))}  AUPRC {_f(c['auprc'])}  "
-        f"accuracy {_f(c['accuracy'])}  ECE {_f(c['ece'])}",
-        f"attack   ASR {_f(a['asr'])}{_ci(a.get('asr_ci'))}  base rate {_f(a['base_rate'])}  "
-        f"lift {_f(a['asr_lift'], '+.3f')}  (on {a['n']} triggered non-target test rows)",
-    ]
-    dets = {k: d for k, d in (r.get("detection") or {}).items() if "auroc" in d}
-    if dets:
-        lines.append("detect   within the target class (pooled AUROC in brackets; * oracle flag)")
-    for name, d in dets.items():
-        lines.append(
-            f"  {name + ('*' if d.get('oracle') else ''):<34} AUROC {_f(d['auroc'], missing=no_poison)}"
-            f" ({_f(d['pooled']['auroc'], missing='n/a')})  AP {_f(d['ap'], missing='n/a')}  "
-            f"TPR@1%FPR {_f(d['tpr_at_1fpr'], missing='n/a')}  "
-            f"flagged {d['n_poisoned_flagged']}/{d['n_flagged']}"
-        )
-    a = r.get("attribution") or {}
-    if "tar_ratio" in a:
-        lines.append(
-            f"attrib   TAR triggered {a['tar_triggered']:.3f}  clean {a['tar_clean']:.3f}"
-            f"  (uniform {a['column_share']:.3f}, share of |IG| on trigger columns)"
-        )
-    if r.get("defense"):
-        d = r["defense"]
-        lines.append(
-            f"defense  {d.get('name')}: ASR {_f(d['attack']['asr'])}  "
-            f"clean AUROC {_f(d['clean']['auroc'])}"
-        )
-    ci = c.get("auroc_ci")
-    if ci and ci[1] - ci[0] > WIDE_INTERVAL:
-        lines.append(
-            f"warning  the clean AUROC's 95% interval is {ci[1] - ci[0]:.2f} wide: "
-            f"{c.get('n_positive')} deaths in {c['n']} test stays are too few to rank models"
-        )
-    lines.append(f"time     {t['total_s']:.1f} s (fit {t.get('fit_s', 0):.1f} s)")
-    lines.append(f"results  {out / 'results.json'}")
-    print("\n".join(lines), flush=True)

@@ -368,7 +368,11 @@ def cell_stats(df, keys: list[str] | None = None):
         ok = g[g["status"] == "ok"]
         if not len(ok):
             continue
-        failed = [f"{_seed(r)} ({r['status']})" for r in g[g["status"] != "ok"].to_dict("records")]
+        who = [c for c in ("seed", "job", "status") if c in g]  # narrow: rows are wide
+        failed = [
+            f"{_seed(r)} ({r['status']})"
+            for r in g.loc[g["status"] != "ok", who].to_dict("records")
+        ]
         counts = ok["counts.n_poisoned"].astype(float) if "counts.n_poisoned" in ok else None
         count_cols = {
             "n_poisoned_mean": float(counts.mean()) if counts is not None else math.nan,
@@ -380,7 +384,9 @@ def cell_stats(df, keys: list[str] | None = None):
             st = t_interval(vals.tolist(), bounds=metric_range(m))
             if not st["n"]:
                 continue
-            undefined = [f"{_seed(r)} (undefined)" for r in ok[vals.isna()].to_dict("records")]
+            undefined = [
+                f"{_seed(r)} (undefined)" for r in ok.loc[vals.isna(), who].to_dict("records")
+            ]
             rows.append(
                 {
                     **base,
@@ -772,7 +778,7 @@ def plot_detection(cells, path: Path) -> Path | None:
 
 
 def _savefig(fig, path: Path) -> None:
-    from src.data.atomic import atomic_file
+    from src.atomic import atomic_file
 
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=130, bbox_inches="tight")
@@ -1010,7 +1016,7 @@ def _fmt_p(p) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from src.data.atomic import atomic_file
+    from src.atomic import atomic_file
 
     with atomic_file(path) as f:
         f.write(text)
@@ -1058,7 +1064,7 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict:
     df = add_paired_lift(df, keys)
     cells = cell_stats(df, keys)
     tests = paired_tests(df, keys)
-    from src.data.atomic import atomic_file
+    from src.atomic import atomic_file
 
     for name, frame in (("summary.csv", df), ("cells.csv", cells), ("paired_tests.csv", tests)):
         with atomic_file(out / name) as f:

@@ -11,7 +11,6 @@ every job, each job's ``results.json``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,37 +40,10 @@ def is_multirun() -> bool:
         return False
 
 
-def config_fingerprint(cfg: DictConfig) -> str:
-    """A hash of the whole resolved config except ``paths`` (where the cache lives does not change
-    a result), so a resumed sweep re-runs a job whose config changed under the same overrides."""
-    try:
-        plain = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # an interpolation that needs Hydra (called outside it): hash it unresolved
-        plain = OmegaConf.to_container(cfg, resolve=False)
-    out = str(plain.get("paths", {}).get("output_dir") or "")
-    plain.pop("paths", None)
-    plain = _without_prefix(plain, out) if out else plain
-    text = json.dumps(plain, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _without_prefix(node, prefix: str):
-    """``node`` with every string under the job's output folder made relative to it
-    (``trainer.default_root_dir``, ``callbacks.*.dirpath``, ``logger.*.save_dir``): a sweep
-    folder moved elsewhere keeps its fingerprints, and resumes."""
-    if isinstance(node, dict):
-        return {k: _without_prefix(v, prefix) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_without_prefix(v, prefix) for v in node]
-    if isinstance(node, str) and (node == prefix or node.startswith(prefix.rstrip("/") + "/")):
-        return "<output_dir>" + node[len(prefix.rstrip("/")) :]
-    return node
-
-
 def finished_results(cfg: DictConfig) -> dict | None:
     """The stored results of this job when it already finished with status ok under the same
     overrides and config (a re-run sweep with the same ``hydra.sweep.dir``); else None."""
-    from src.experiment import _skeleton
+    from src.results import skeleton
 
     path = Path(cfg.paths.output_dir) / "results.json"
     if not path.is_file():
@@ -82,7 +54,7 @@ def finished_results(cfg: DictConfig) -> dict | None:
         return None
     if old.get("status") != "ok":
         return None
-    new = json.loads(json.dumps(_skeleton(cfg)["config"], default=str))
+    new = json.loads(json.dumps(skeleton(cfg)["config"], default=str))
     stored = old.get("config") or {}
     keys = ("overrides", "choices", "fingerprint", "seed", "poison_rate")
     if any(stored.get(k) != new.get(k) for k in keys):
@@ -96,21 +68,11 @@ def finished_results(cfg: DictConfig) -> dict | None:
 def record_failure(cfg: DictConfig, exc: BaseException) -> None:
     """Write a results.json with status failed for a job that failed before ``run_experiment``
     could (a config value rejected by ``validate``), so the report lists it."""
-    import traceback
-
-    from src.experiment import _skeleton, write_json_atomic
+    from src.results import failed_results, write_json_atomic
 
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = _skeleton(cfg)
-    results["status"] = "failed"
-    results["error"] = {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": traceback.format_exc(limit=20),
-    }
-    results["timings"] = {"total_s": 0.0}
-    write_json_atomic(out / "results.json", results)
+    write_json_atomic(out / "results.json", failed_results(cfg, exc))
 
 
 # --- threads ------------------------------------------------------------------------------------
@@ -230,7 +192,7 @@ class SweepCallback(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         state = {"start": time.time(), "total": count_jobs(config.hydra)}
-        from src.data.atomic import atomic_file
+        from src.atomic import atomic_file
 
         with atomic_file(sweep_dir / STATE_FILE) as f:
             json.dump(state, f)

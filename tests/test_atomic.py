@@ -1,6 +1,6 @@
 import pytest
 
-from src.data.atomic import atomic_dir
+from src.atomic import atomic_dir
 
 
 def test_published_whole_and_a_failed_fill_leaves_nothing(tmp_path):
@@ -26,7 +26,7 @@ def test_the_first_publisher_wins_a_race_and_the_loser_cleans_up(tmp_path):
 
 
 def test_a_file_is_replaced_whole_readable_by_all_and_a_failed_write_keeps_the_old(tmp_path):
-    from src.data.atomic import atomic_file
+    from src.atomic import atomic_file
 
     target = tmp_path / "sub" / "results.json"
     with atomic_file(target) as f:
@@ -49,7 +49,7 @@ def test_a_killed_writers_folder_is_removed_and_a_live_ones_kept(tmp_path):
     import subprocess
     import sys
 
-    from src.data.atomic import atomic_dir
+    from src.atomic import atomic_dir
 
     target = tmp_path / "cohort"
     host = socket.gethostname()

@@ -30,8 +30,7 @@ LOUD = [
 
 @pytest.mark.slow
 def test_filter_retrain_removes_a_caught_backdoor(tmp_path):
-    from src.defenses.filter_retrain import filter_retrain
-    from src.experiment import build_datamodule, evaluate, fit_model
+    from src.experiment import build_datamodule, defend, evaluate, fit_model
     from tests.toy import toy_cohort
 
     cfg = compose(tmp_path, *LOUD)
@@ -40,7 +39,7 @@ def test_filter_retrain_removes_a_caught_backdoor(tmp_path):
     model = fit_model(cfg, dm, tmp_path)
     before = evaluate(model, dm, cfg.target_label)["attack"]
     assert model.detection["input_outlier"]["recall"] == 1.0  # built to be caught
-    d = filter_retrain(cfg, cohort, dm, model, tmp_path)
+    d = defend(cfg, cohort, dm, model, tmp_path)
     assert d["n_poison_removed"] == dm.train_mask.sum() and d["n_poison_left"] == 0
     assert d["n_removed"] >= d["n_poison_removed"]
     assert before["asr"] > 0.5  # the backdoor worked...

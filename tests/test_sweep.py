@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from src import sweep as sw
+from src.results import config_fingerprint
 from src.run import conf_dir
 from tests.cli import ROOT, src_run
 
@@ -166,7 +167,8 @@ def test_progress_counts_results_and_estimates_from_this_invocations_jobs(tmp_pa
 
 
 def test_resume_skips_only_a_finished_job_with_the_same_config(tmp_path):
-    from src.experiment import _skeleton, write_json_atomic
+    from src.results import skeleton as _skeleton
+    from src.results import write_json_atomic
 
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         cfg = compose("run", overrides=[f"paths.output_dir={tmp_path}"])
@@ -297,6 +299,6 @@ def test_fingerprint_ignores_where_the_output_folder_is():
     a = job_cfg("paths.output_dir=/scratch/sweep/0")
     b = job_cfg("paths.output_dir=/shared/elsewhere/0")
     assert a.trainer.default_root_dir != b.trainer.default_root_dir
-    assert sw.config_fingerprint(a) == sw.config_fingerprint(b)
+    assert config_fingerprint(a) == config_fingerprint(b)
     c = job_cfg("paths.output_dir=/scratch/sweep/0", "seed=3")
-    assert sw.config_fingerprint(a) != sw.config_fingerprint(c)
+    assert config_fingerprint(a) != config_fingerprint(c)

@@ -138,7 +138,7 @@ class Cohort:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from src.data.atomic import atomic_dir
+        from src.atomic import atomic_dir
 
         with atomic_dir(path) as tmp:
             n, t, f = self.series.shape

@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from src.data.atomic import atomic_dir, atomic_file, discard
+from src.atomic import atomic_dir, atomic_file, discard
 from src.data.cohort import Cohort
 
 log = logging.getLogger("src.data")

@@ -16,7 +16,7 @@ import numpy as np
 import sklearn
 from sklearn.model_selection import StratifiedGroupKFold
 
-from src.data.atomic import atomic_file
+from src.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 

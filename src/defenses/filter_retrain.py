@@ -9,16 +9,18 @@ initialisation and batch seed. It does not run the detectors again.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 
-def filter_retrain(cfg, cohort, dm, model, out: Path) -> dict:
-    from src.experiment import build_datamodule, evaluate, fit_model
-
+def filter_retrain(cfg, dm, model, retrain: Callable[[np.ndarray], dict]) -> dict:
+    """Drop the rows ``cfg.defense.detector`` flagged on ``model``'s training split and call
+    ``retrain(drop_rows)``, the experiment's own build-fit-evaluate step (so this module knows
+    nothing of the order of a run), which returns ``training``, ``clean``, ``attack`` and
+    ``n_poison_left``."""
     name = cfg.defense.detector
     flags = (getattr(model, "detection_flags", None) or {}).get(name)
     if flags is None:
@@ -37,20 +39,16 @@ def filter_retrain(cfg, cohort, dm, model, out: Path) -> dict:
         name,
         n_poison_removed,
     )
-    dm2 = build_datamodule(cfg, cohort, drop_train_rows=drop)
-    model2 = fit_model(_own_logs(cfg), dm2, out, ckpt_dir=out / "defense_checkpoints", detect=False)
     return {
         "name": cfg.defense.name,
         "detector": name,
         "n_removed": int(len(drop)),
         "n_poison_removed": n_poison_removed,
-        "n_poison_left": int(dm2.train_mask.sum()),
-        "training": model2.fit_info,
-        **evaluate(model2, dm2, cfg.target_label),
+        **retrain(drop),
     }
 
 
-def _own_logs(cfg):
+def own_logs(cfg):
     """The same config with each logger writing beside the first fit's log, not over it."""
     from omegaconf import OmegaConf, open_dict
 

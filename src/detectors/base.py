@@ -3,7 +3,8 @@
 A detector is a plain function ``detector(inputs: DetectorInputs, **params) -> Detection``: arrays
 in, one suspicion score per training row out (higher = more suspicious) plus the detector's own
 boolean flag. Detectors know nothing of Lightning, Hydra or the ground truth; the callback
-(callback.py) builds the inputs and scores the outputs against the poison mask.
+(src/models/detection_callback.py, the Lightning side) builds the inputs and scores the outputs
+against the poison mask.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from src.data.atomic import atomic_dir, discard
+from src.atomic import atomic_dir, discard
 from src.data.cohort import Cohort, encode_categories
 from src.data.mimiciv.events import (
     COLUMNS,
