@@ -51,10 +51,9 @@ def import_frozen() -> None:
     move what the import built to its permanent generation (``gc.freeze``).
 
     Importing Lightning creates several hundred thousand objects that live as long as the
-    process. Each full collection walked all of them again: 8 during the import and the first
-    run (0.95 s), and one more when the interpreter exits (with the module teardown, 1.1 s
-    against 0.2 s frozen). Frozen objects are never collected, which costs nothing for modules
-    and classes."""
+    process; without the freeze, every full collection (several during a run, one at exit)
+    walks all of them again. Frozen objects are never collected, which costs nothing for
+    modules and classes."""
     import gc
 
     gc.disable()

@@ -106,25 +106,3 @@ def test_help_answers_fast():
         timeout=60,
     )
     assert p.returncode == 0 and "trigger" in p.stdout
-
-
-def test_the_torch_stack_is_imported_with_the_collector_paused_then_frozen():
-    """Lightning's import builds objects that live as long as the process: they go to the
-    collector's permanent generation, so full collections and the exit skip them."""
-    import gc
-
-    from src.experiment import import_frozen
-
-    gc.unfreeze()
-    import_frozen.cache_clear()
-    try:
-        import_frozen()
-        assert gc.isenabled(), "the collector must be running again after the import"
-        assert gc.get_freeze_count() > 100_000
-        import lightning.pytorch  # noqa: F401
-
-        frozen = gc.get_freeze_count()
-        import_frozen()  # once per process
-        assert gc.get_freeze_count() == frozen
-    finally:
-        gc.unfreeze()

@@ -486,7 +486,7 @@ def test_binning_compiles_without_a_writable_cache(monkeypatch):
 
 
 def test_stays_table_joins_by_key_and_keeps_every_icu_stay(tmp_path):
-    """stays.parquet's left join (once DuckDB's SQL, now key lookups): every ICU stay once, in
+    """stays.parquet's left join by key lookup: every ICU stay once, in
     stay_id order with nulls last; a stay without its admission or patient keeps its row with
     nulls and says so; an empty field is null, quoted or not."""
     icu = pd.DataFrame(

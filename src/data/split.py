@@ -48,8 +48,8 @@ def split_by_subject(
 ) -> Split:
     """Indices of train, val and test; ``val_size`` is a fraction of the whole cohort.
 
-    StratifiedGroupKFold assigns subjects one by one in Python: about 3 s for the default cohort,
-    most of a sweep job's set-up. With ``cache_dir`` the split is kept in
+    StratifiedGroupKFold assigns subjects one by one in Python, a large share of a sweep job's
+    set-up. With ``cache_dir`` the split is kept in
     ``cache_dir/splits/<hash>.npz``, keyed by the labels, subjects, sizes, seed and scikit-learn's
     version, so every later job with that seed reads it in milliseconds."""
     if cache_dir is None:

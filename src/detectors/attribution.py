@@ -65,8 +65,8 @@ def trigger_attribution(
 
 def batch_gradients(forward_fn, inputs, target_ind=None, additional_forward_args=None):
     """Captum's gradient step with one backward pass per batch. Captum's default differentiates
-    ``torch.unbind(outputs)``, one graph root per row (a Python loop over rows, ~25 s for 10k
-    rows x 32 steps); rows are independent, so the gradient of the sum is the same per row."""
+    ``torch.unbind(outputs)``, one graph root per row (a Python loop over rows); rows are
+    independent, so the gradient of the sum is the same per row."""
     args = additional_forward_args
     args = () if args is None else args if isinstance(args, tuple) else (args,)
     with torch.enable_grad():

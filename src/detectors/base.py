@@ -152,8 +152,8 @@ def class_projection(
     (z [n, k] in the features' dtype, the class mean's projection [k] in float64, so that an
     uncentred projection is z + offset). One gathered copy of the class, shifted in place by its
     first rows' mean (so float32 features lose no precision to a mean far from 0), its d x d
-    scatter in one BLAS product and the eigenvectors in float64: numpy's gather and BLAS
-    measured about 3x faster than torch's on these shapes."""
+    scatter in one BLAS product and the eigenvectors in float64 (numpy's row gather and BLAS
+    are cheaper than torch's on these shapes)."""
     f = np.asarray(feats.numpy() if isinstance(feats, torch.Tensor) else feats)
     x = f[np.asarray(idx)]
     shift = x[:4096].mean(0, dtype=np.float64).astype(x.dtype)

@@ -15,12 +15,9 @@ reads these files for any window and feature set: every later extraction skips t
 the conversion and the range check.
 
 Memory is one block and at most a row group per day partition, whatever the table's size.
-Rows keep the file's order, so the same tables always give the same files.
-
-Against DuckDB's ``read_csv`` with the same filter, join and parquet write (synthetic
-chartevents alone, 9.9M rows, 110 MB gzipped, 2 cores): 5.1-5.7 s and 6.4-6.8 CPU seconds,
-against 6.2 s and 10.3-10.4 CPU seconds. The three tables run side by side, so on two cores the
-CPU seconds are what the pass takes.
+Rows keep the file's order, so the same tables always give the same files. The three tables
+run side by side, so on two cores the CPU seconds are what the pass takes
+(docs/findings/issue8_extraction has the measurements).
 """
 
 from __future__ import annotations
@@ -53,8 +50,7 @@ PROGRESS_SECONDS = 15.0  # a progress line per table at most this often
 # The column joining each table to the stays.
 KEY_COLUMN = {"chartevents": "stay_id", "labevents": "subject_id", "outputevents": "stay_id"}
 # The columns of the files, declared non-nullable (there are no nulls to write): parquet then
-# stores no definition levels, and reading a row back took 6.4 ns where it took 10.5 ns (LZ4,
-# the same file size).
+# stores no definition levels, which makes reading a row back markedly cheaper.
 SCHEMA = pa.schema(
     [
         pa.field("sidx", pa.int32(), nullable=False),
@@ -90,8 +86,8 @@ class KeyIndex:
         # A dense table from key to position + 1 (0: no stay) when the keys span a modest range
         # (MIMIC-IV's stay_ids span 10M, subject_ids 10M: 40 MB each), else a binary search.
         # Zeros, not a fill of -1: np.zeros maps untouched pages lazily, so building it costs
-        # 5 ms where filling 80 MB of int64 took 190 ms (per table, three side by side), and
-        # lookups touch only the pages of keys that occur.
+        # next to nothing where a fill would write every page, and lookups touch only the
+        # pages of keys that occur.
         self.lo = int(uniq[0]) if len(uniq) else 0
         span = int(uniq[-1]) - self.lo + 1 if len(uniq) else 0
         self.lut = None
@@ -168,8 +164,8 @@ ARROW_TYPES = {  # the SQL type names of ``schema.TABLES`` as pyarrow types
 
 def convert_options(columns: dict[str, str]):
     """pyarrow's CSV conversion of a MIMIC-IV table: only ``columns`` (``schema.TABLES``'
-    names and types) are converted, and an empty field is null, quoted or not (as DuckDB read
-    the tables up to session 5), text included."""
+    names and types) are converted, and an empty field is null, quoted or not, text
+    included."""
     return pcsv.ConvertOptions(
         include_columns=list(columns),
         column_types={c: ARROW_TYPES[t] for c, t in columns.items()},
@@ -226,10 +222,9 @@ def scan_table(
     try:
         with read_errors(path, tbl):
             if path.suffix == ".gz":
-                # Inflated as the parser reads. isal's igzip_threaded, which inflates in a
-                # thread of its own, was slower in every whole first extraction: 0.50-0.51 s
-                # against 0.44-0.45 s at 1.37M event rows, 4.3-4.8 s against 4.1-4.4 s at 13.7M
-                # (best of 5 and of 2).
+                # Inflated as the parser reads, in this thread: a separate inflating thread
+                # (isal's igzip_threaded) competes with the three tables' parsers for two
+                # cores and measured slower.
                 from isal import igzip
 
                 src = igzip.open(raw, "rb")

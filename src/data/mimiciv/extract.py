@@ -134,21 +134,17 @@ def checked_header(root: Path, name: str) -> list[str]:
 
 # --- extraction ----------------------------------------------------------------------------
 EVENT_TABLES = KEY_COLUMN  # each events table and the key joining it to the stays
-# 4: (sidx, cidx, dt, v) with v converted and range-checked, in file order (events.scan_table);
-# 2: (sidx, itemid, dt, raw v), written by DuckDB. stays.parquet has the same columns and types
-# whether DuckDB (up to session 5) or pyarrow wrote it.
+# The layout of the events cache: (sidx, cidx, dt, v), v converted and range-checked, in file
+# order (events.scan_table). A cache of another version is not read; it is rebuilt.
 EVENTS_CACHE_VERSION = 4
-# Below this many rows to read, numpy in the reader threads is faster than numba with its
-# start-up of about 0.6 s per process (whole extractions from the cache, 2 cores: 12.4M rows
-# 0.81-0.99 s against 1.20-1.49 s, 18.3M 1.12-1.49 s against 1.44-1.54 s; above, 31.1M rows
-# 1.82-2.18 s against 1.39-1.58 s). Measured with session 4's binners; with the lighter ones
-# of the concept-value cache the two were within noise at 31M and 62M rows, so it stays.
+# numba's per-process start-up pays off only on large inputs; below this many rows to read,
+# numpy in the reader threads bins them (docs/findings/issue8_extraction has the measurements).
 NUMBA_MIN_ROWS = 24_000_000
-# numpy prepares a row group in slices of this many rows: its temporaries then stay in the
-# core's cache (about 15% faster than whole 1M-row groups, measured with session 4's binner).
+# numpy prepares a row group in slices of this many rows, so its temporaries stay in the core's
+# cache.
 NUMPY_SLICE_ROWS = 1 << 18
-# A bin's count: 8 bits (a quarter of the float32 output where 16 bits took half; in an hour,
-# 256 values is one every 14 s), wider when a count wrapped.
+# A bin's count is 8 bits (a quarter of the float32 output's memory; a bin holds one hour, so
+# 256 values in it is rare), binned again wider when a count wrapped.
 COUNT_WIDER = {np.dtype(np.uint8): np.uint16, np.dtype(np.uint16): np.uint32}
 CACHE_HORIZON_HOURS = 168  # the events cache covers the first week of every ICU stay
 # Every concept the events cache holds, series (default and extra) then chart statics; a row's
@@ -287,8 +283,8 @@ def stays_table(icustays, admissions, patients):
     """Every ICU stay with its admission and patient columns (before any criterion), ordered by
     stay_id (nulls last), with its row number ``sidx``: ``stays.parquet``.
 
-    A left join by key lookup (``index_in``: a hash of the keys), which keeps the row order, where
-    pyarrow's join engine (Acero) takes 0.17 s to start on a first call and orders rows freely. A
+    A left join by key lookup (``index_in``: a hash of the keys), which keeps the row order
+    (pyarrow's join engine orders rows freely and is slow to start for tables this small). A
     key that occurs twice in admissions or patients is an error (``_select_stays`` would reject
     the duplicated stays anyway; here it is named before the events pass starts)."""
     for tbl, name, key in (
@@ -397,8 +393,7 @@ def _select_stays(table, window_hours, min_stay_hours, min_age):
 def _categories(column) -> tuple[np.ndarray, list[str]]:
     """``encode_categories`` of an Arrow string column: its vocabulary from the few distinct
     values, the codes by a hash lookup. The same codes and vocabulary (null and "" are code 0)
-    without a Python string per stay: the four columns of 28k stays in 3.5 ms (11.5 ms on a
-    process's first call) where the lists took 17-25 ms."""
+    without a Python string per stay."""
     _, vocab = encode_categories(pc.unique(column).to_pylist())
     position = pc.index_in(column, value_set=pa.array(vocab[1:], column.type))  # null: code 0
     return pc.fill_null(pc.add(position, 1), 0).to_numpy().astype(np.int64), vocab
@@ -534,10 +529,10 @@ def _bin_kernel():
     """The compiled per-row loop of ``dense_from_events``.
 
     numba rather than numpy: numpy needs several masks and gathers over every row plus two
-    ``np.add.at`` scatters; this loop does the same in one pass, about 2x faster over a whole
-    extraction at 50M rows. Compiled once per machine (cached on disk beside the module or in
-    numba's user cache); importing numba and loading the kernel still take about 0.6 s per
-    process, so smaller inputs go to numpy in the reader threads (``NUMBA_MIN_ROWS``)."""
+    ``np.add.at`` scatters; this loop does the same in one pass. Compiled once per machine
+    (cached on disk beside the module or in numba's user cache); importing numba and loading the
+    kernel still cost a fixed start per process, so smaller inputs go to numpy in the reader
+    threads (``NUMBA_MIN_ROWS``)."""
     import numba
 
     def bin_rows(
@@ -569,8 +564,7 @@ def _bin_kernel():
 def _numpy_tables(pos_of, feat, stat, n_t, n_f):
     """The kernel's lookups as ``_prepare_numpy`` gathers them: each stay's first cell
     (``pos * n_t * n_f``, -1 when excluded), each concept's feature and static, all int32 where
-    every cell index fits (half the memory traffic of int64: the step took 14 ms where it took
-    25 ms, on the 1.24M rows of a 48 h window at 1.37M event rows)."""
+    every cell index fits (half the memory traffic of int64)."""
     dtype = np.int32 if len(pos_of) * n_t * n_f < 2**31 else np.int64
     first_cell = np.where(pos_of >= 0, pos_of * (n_t * n_f), -1).astype(dtype)
     return first_cell, feat.astype(dtype), stat.astype(dtype)
@@ -650,7 +644,7 @@ def dense_from_events(
     ]
     tasks = [(f, md, rg) for f, md in parts for rg in range(md.num_row_groups)]
 
-    # numba's start (about 0.6 s per process) pays off from about 24 million rows on.
+    # numba's fixed start pays off only on large inputs (NUMBA_MIN_ROWS).
     use_numba = sum(md.num_rows for _, md in parts) >= NUMBA_MIN_ROWS
     tables = None if use_numba else _numpy_tables(pos_of, feat, stat, n_t, n_f)
 
@@ -679,12 +673,10 @@ def dense_from_events(
         pending = deque(pool.submit(read, task) for task in tasks[:ahead])
         # While the first row groups are read: numba loads, and the outputs are allocated and
         # their pages touched. The sums accumulate in the float32 output itself and the counts
-        # in 8 bits: at 50M chartevents rows and a 48 h window float64 sums and int32 counts
-        # took the extraction past 3.5 GB; now the output plus a quarter of its size. Fresh
-        # pages are what an extraction from the cache pays most for (about 0.4 ms per MB on
-        # this project's VM): np.zeros would map them lazily and leave the faults to the first
-        # add, in the one thread that adds (15-40 ms of a 60-100 ms extraction from the cache
-        # at 1.37M event rows).
+        # in 8 bits, so memory stays near the output's size (float64 sums and int32 counts
+        # would triple it). The pages are touched here, overlapping the reads, because
+        # np.zeros maps them lazily and would leave the page faults to the first add, in the
+        # one thread that adds.
         kernel = _bin_kernel() if use_numba else None
         out = (
             np.empty(n * n_t * n_f, np.float32),
@@ -708,9 +700,8 @@ def dense_from_events(
         return dense_from_events(files, sidx, n_all, concepts, window_hours, threads, wider)
     series, counts = out[0].reshape(-1, n_f), out[1].reshape(-1, n_f)
     sums = [j for j, c in enumerate(concepts) if c.agg == "sum"]
-    # In blocks through one small divisor (a whole one would add the output's size); a fresh
-    # divisor per block faulted in new pages every time: 35 ms against 3 ms in a new process
-    # for 3.6M cells.
+    # In blocks through one small reused divisor: a whole one would add the output's size, and
+    # a fresh one per block would fault its pages in again each time.
     div, empty = np.empty((min(len(series), 1 << 12), n_f), np.float32), 0
     for a in range(0, len(series), len(div)):
         d, rows = div[: len(series) - a], series[a : a + len(div)]
