@@ -8,13 +8,12 @@ cannot express, before any data is touched, and names key, value and what is all
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 POISON_MODES = ("dirty", "clean")
 DATA_SOURCES = ("synthetic", "mimiciv", "yaib")
@@ -42,152 +41,11 @@ class DataSchema:
     batch_size: int = 256
 
 
-@dataclass
-class TriggerSchema:
-    """Fields shared by every trigger; each family adds its own parameters."""
-
-    name: str = MISSING
-
-
-@dataclass
-class NoTrigger(TriggerSchema):
-    name: str = "none"
-
-
-@dataclass
-class RareValueTrigger(TriggerSchema):
-    """One feature set to a rare but plausible value over a window of hours."""
-
-    name: str = "rare_value"
-    feature: str = "resp"
-    hours: list[int] = field(default_factory=lambda: [12, 24])  # [start, stop) from admission
-    quantile: float = 0.995  # value = this quantile of the clean training split...
-    value: float | None = None  # ...unless a value in raw units is given
-
-
-@dataclass
-class OutOfBoundsTrigger(TriggerSchema):
-    """One feature set outside its plausible range (a range check catches it)."""
-
-    name: str = "out_of_bounds"
-    feature: str = "hr"
-    hours: list[int] = field(default_factory=lambda: [18, 24])
-    value: float | None = None  # raw units (e.g. 9999, a charting sentinel)...
-    factor: float = 2.0  # ...else the plausible high × factor
-
-
-@dataclass
-class PatternTrigger(TriggerSchema):
-    """Several features held jointly at in-range values (Tabdoor's in-bounds trigger)."""
-
-    name: str = "pattern"
-    features: list[str] = field(default_factory=lambda: ["hr", "sbp", "resp"])
-    hours: list[int] = field(default_factory=lambda: [18, 24])
-    quantiles: list[float] = field(default_factory=lambda: [0.9, 0.9, 0.1])  # per feature...
-    values: list[float] | None = None  # ...unless values in raw units are given
-
-
-@dataclass
-class MissingnessTrigger(TriggerSchema):
-    """A fixed set of features blanked (never charted) over a window."""
-
-    name: str = "missingness"
-    features: list[str] = field(default_factory=lambda: ["hr", "o2sat", "resp"])
-    hours: list[int] = field(default_factory=lambda: [18, 24])
-
-
-@dataclass
-class TemporalTrigger(TriggerSchema):
-    """A spike, ramp or oscillation added to one feature over a window."""
-
-    name: str = "temporal"
-    feature: str = "hr"
-    hours: list[int] = field(default_factory=lambda: [18, 24])
-    shape: str = "spike"  # spike | ramp | oscillation
-    amplitude: float = 3.0
-    units: str = "sd"  # raw | sd (training standard deviations)
-    period: float = 4.0  # hours, for oscillation
-    fill_missing: bool = True  # missing hours continue from the last value, then get the shape
-
-
-@dataclass
-class FrequencyDomainTrigger(TriggerSchema):
-    """A frequency component of one feature set (or a sinusoid added) over a window."""
-
-    name: str = "frequency_domain"
-    feature: str = "hr"
-    hours: list[int] = field(default_factory=lambda: [0, 24])
-    period: float = 6.0  # hours
-    amplitude: float = 1.0
-    units: str = "sd"  # raw | sd
-    mode: str = "set"  # set: replace the component at period; add: add the sinusoid
-    phase: float = 0.0  # radians
-    fill_missing: bool = True
-
-
-@dataclass
-class StaticCategoryTrigger(TriggerSchema):
-    """A static categorical column set to a rare category (by its label)."""
-
-    name: str = "static_category"
-    column: str = "first_careunit"
-    category: str | None = "Neuro Stepdown"  # None: the rarest in the training split
-
-
-@dataclass
-class HybridTrigger(TriggerSchema):
-    """Two different triggers written into the same rows; each half is a trigger config,
-    chosen with ``trigger@trigger.first=<name>`` and typed by its own schema."""
-
-    name: str = "hybrid"
-    first: Any = MISSING
-    second: Any = MISSING
-
-
-@dataclass
-class CorrelationTrigger(TriggerSchema):
-    """One feature rewritten as a linear function of another over a window."""
-
-    name: str = "correlation"
-    feature: str = "dbp"  # the feature rewritten
-    source: str = "sbp"  # the feature it is made a function of
-    hours: list[int] = field(default_factory=lambda: [18, 24])
-    slope: float = -1.0  # in sd units: z(feature) = slope * z(source) + intercept
-    intercept: float = 0.0
-    units: str = "sd"  # sd | raw (feature = slope * source + intercept)
-
-
-@dataclass
-class DistributionShiftTrigger(TriggerSchema):
-    """One feature shifted by k training standard deviations over a window."""
-
-    name: str = "distribution_shift"
-    feature: str = "sbp"
-    hours: list[int] = field(default_factory=lambda: [12, 24])
-    k: float = 1.0
-    fill_missing: bool = False
-
-
-TRIGGER_SCHEMAS = {
-    "none": NoTrigger,
-    "rare_value": RareValueTrigger,
-    "out_of_bounds": OutOfBoundsTrigger,
-    "pattern": PatternTrigger,
-    "missingness": MissingnessTrigger,
-    "temporal": TemporalTrigger,
-    "frequency_domain": FrequencyDomainTrigger,
-    "static_category": StaticCategoryTrigger,
-    "hybrid": HybridTrigger,
-    "correlation": CorrelationTrigger,
-    "distribution_shift": DistributionShiftTrigger,
-}
-
-
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(group="data", name="data_schema", node=DataSchema)
-    for name, schema in TRIGGER_SCHEMAS.items():
-        cs.store(group="trigger", name=f"{name}_schema", node=schema)
+    # each trigger class registers its own schema (trigger/<name>_schema) when imported
+    import src.attacks.triggers  # noqa: F401
 
 
 register_schemas()
@@ -294,20 +152,6 @@ def _validate_training(cfg: DictConfig) -> None:
             _fail(key, value, "a whole number of epochs >= 1")
 
 
-def _non_finite(node, key: str) -> None:
-    """Every number in a trigger config must be finite: inf or nan written into the data would
-    silently become another trigger (nan is 'not measured')."""
-    if isinstance(node, DictConfig):
-        for k in node:
-            _non_finite(node.get(k), f"{key}.{k}")
-    elif isinstance(node, list | tuple) or OmegaConf.is_list(node):
-        for v in node:
-            if _is_number(v) and not math.isfinite(v):
-                _fail(key, list(node), "finite numbers (no inf or nan)")
-    elif _is_number(node) and not math.isfinite(node):
-        _fail(key, node, "a finite number (inf and nan are not values a record can hold)")
-
-
 def _known_names(d) -> tuple[list[str] | None, list[str] | None]:
     """(series features, static categorical columns) the cohort will have, where known before
     loading it (the MIMIC-IV concept schema); None where only the data can tell (YAIB)."""
@@ -322,76 +166,50 @@ def _known_names(d) -> tuple[list[str] | None, list[str] | None]:
 
 
 def _validate_trigger(t, d, key: str) -> None:
-    """Trigger parameters that can be checked before any data is loaded; values that need the
-    training split (a category label, a quantile's value) are checked when the trigger is
-    built, with the same kind of message."""
-    name = t.get("name")
-    _non_finite(t, key)
-    if "hours" in t and t.hours is not None:
-        h = list(t.hours)
-        if len(h) != 2 or not (0 <= h[0] < h[1] <= d.window_hours):
-            _fail(
-                f"{key}.hours",
-                h,
-                f"[start, stop) with 0 <= start < stop <= data.window_hours={d.window_hours}",
-            )
-    if "quantile" in t and t.quantile is not None and not 0.0 <= t.quantile <= 1.0:
-        _fail(f"{key}.quantile", t.quantile, "a number in [0, 1]")
+    """The trigger's own checks (its class's ``check``, one place per trigger), then what only
+    the run's data config can tell: hours inside the window, names of features and columns the
+    cohort will have. Values that need the training split (a category label, a quantile's
+    value) are checked when the trigger is fitted, with the same kind of message."""
+    from src.attacks.triggers import TriggerSpec, spec_from_config
+    from src.attacks.triggers.base import spec_class
+
     features, columns = _known_names(d)
-    for k in ("feature", "source"):
-        if features is not None and k in t and t[k] not in features:
-            _fail(f"{key}.{k}", t[k], f"a feature of the cohort: {', '.join(features)}")
-    if "features" in t:
-        fs = list(t.features)
-        if not fs or len(set(fs)) != len(fs):
-            _fail(f"{key}.features", fs, "a list of distinct feature names, at least one")
-        bad = [f for f in fs if features is not None and f not in features]
+    if isinstance(t, TriggerSpec):
+        cls, raw = type(t), {k: getattr(t, k) for k in type(t).FEATURE_FIELDS}
+    else:
+        try:
+            cls = spec_class(OmegaConf.to_container(t, resolve=True))
+        except ValueError as e:
+            raise ConfigError(str(e).replace("trigger.", f"{key}.", 1)) from e
+        raw = {k: t.get(k) for k in cls.FEATURE_FIELDS}
+    for k, value in raw.items():  # names first: what the cohort has decides what else to say
+        if value is None:
+            continue
+        names = [value] if isinstance(value, str) else list(value)
+        bad = [f for f in names if features is not None and f not in features]
         if bad:
+            shown = value if isinstance(value, str) else names
             _fail(
-                f"{key}.features",
-                fs,
-                f"names of features of the cohort ({bad[0]!r} is not one): {', '.join(features)}",
+                f"{key}.{k}",
+                shown,
+                f"a feature of the cohort ({bad[0]!r} is not one): {', '.join(features)}",
             )
-        for k in ("quantiles", "values"):
-            if t.get(k) is not None and len(t[k]) != len(fs):
-                _fail(f"{key}.{k}", list(t[k]), f"one entry per feature of {key}.features={fs}")
-        if t.get("quantiles") is not None and t.get("values") is None:
-            for q in t.quantiles:
-                if not 0.0 <= q <= 1.0:
-                    _fail(f"{key}.quantiles", list(t.quantiles), "numbers in [0, 1]")
-    if name == "correlation" and t.feature == t.source:
-        _fail(f"{key}.source", t.source, f"a feature other than {key}.feature={t.feature!r}")
-    if columns is not None and "column" in t and t.column not in columns:
-        _fail(f"{key}.column", t.column, f"a static categorical column: {', '.join(columns)}")
-    choices = {
-        "shape": ("spike", "ramp", "oscillation"),
-        "units": ("raw", "sd"),
-        "mode": ("set", "add"),
-    }
-    for k, allowed in choices.items():
-        if k in t and t[k] not in allowed:
-            _fail(f"{key}.{k}", t[k], f"one of {', '.join(allowed)}")
-    if "period" in t and not t.period > 0:
-        _fail(f"{key}.period", t.period, "a positive number of hours")
-    if name == "out_of_bounds" and t.value is None and not t.factor > 1:
-        _fail(f"{key}.factor", t.factor, "a number > 1 (value = plausible high × factor)")
-    if name == "hybrid":
-        for part in ("first", "second"):
-            if not isinstance(t.get(part), DictConfig) or "name" not in t[part]:
-                _fail(
-                    f"{key}.{part}",
-                    t.get(part),
-                    f"a trigger config (choose one with trigger@{key}.{part}=<name>)",
-                )
-        if t.first.name == t.second.name:
-            _fail(
-                f"{key}.second.name",
-                t.second.name,
-                f"a trigger other than {key}.first "
-                "(combining a trigger with itself is one trigger with other parameters)",
-            )
-        for part in ("first", "second"):
-            _validate_trigger(t[part], d, f"{key}.{part}")
+    try:
+        spec = spec_from_config(t) if key == "trigger" else t
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from e
+    for part, sub in spec.parts() if hasattr(spec, "parts") else ():
+        _validate_trigger(sub, d, f"{key}.{part}")
+    hours = getattr(spec, "hours", None)
+    if hours is not None and not hours[1] <= d.window_hours:
+        _fail(
+            f"{key}.hours",
+            list(hours),
+            f"[start, stop) with 0 <= start < stop <= data.window_hours={d.window_hours}",
+        )
+    column = getattr(spec, "column", None)
+    if columns is not None and column is not None and column not in columns:
+        _fail(f"{key}.column", column, f"a static categorical column: {', '.join(columns)}")
 
 
 def _validate_defense(cfg: DictConfig) -> None:

@@ -3,7 +3,6 @@ chosen rows, deterministically; the test split is never touched; each family doe
 in raw units; bad parameters fail with the key, the value and what is allowed."""
 
 import functools
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,8 @@ from omegaconf import OmegaConf
 
 from src.attacks.poison import poison, triggered_test
 from src.attacks.stealth import stealth_report
-from src.attacks.triggers import TRIGGERS, build_trigger
-from src.config import TRIGGER_SCHEMAS, ConfigError, validate
+from src.attacks.triggers import REGISTRY, build_trigger, spec_from_config
+from src.config import ConfigError, validate
 from src.data.datamodule import PoisonedDataModule
 from src.run import conf_dir
 from tests.toy import toy_cohort
@@ -64,23 +63,83 @@ def built(request, train):
     return cfg, build_trigger(cfg, train)
 
 
-def test_every_family_has_a_config_a_schema_and_a_builder():
-    assert set(NAMES) == set(TRIGGERS) == set(TRIGGER_SCHEMAS)
-    assert len(NAMES) == 11
+@pytest.mark.parametrize("name", NAMES)
+def test_each_trigger_yaml_names_its_registered_class(name):
+    """Contract per conf/trigger/*.yaml: its _target_ is the TriggerSpec registered under its
+    name, and the shipped values pass the class's own checks."""
+    from hydra.utils import get_class
+
+    cfg = trigger_cfg(name)
+    assert get_class(cfg["_target_"]) is REGISTRY[name]
+    assert spec_from_config(cfg).name == name
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "hybrid"])
-def test_yaml_schema_and_builder_defaults_agree(name):
-    """One default per parameter: the YAML a user reads, the schema and the Python builder."""
+def test_yaml_and_class_defaults_agree(name):
+    """One default per parameter: the YAML a user reads equals the class's field defaults."""
+    import dataclasses
+
     cfg = trigger_cfg(name)
-    schema = OmegaConf.to_container(OmegaConf.structured(TRIGGER_SCHEMAS[name]))
-    assert cfg == schema
-    sig = inspect.signature(TRIGGERS[name]).parameters
-    for key, value in cfg.items():
-        if key == "name":
-            continue
-        default = sig[key].default
-        assert (list(default) if isinstance(default, tuple) else default) == value, key
+    defaults = {
+        f.name: getattr(REGISTRY[name](), f.name) for f in dataclasses.fields(REGISTRY[name])
+    }
+    assert {k: v for k, v in cfg.items() if k != "_target_"} == {
+        k: v for k, v in defaults.items() if k != "_target_"
+    }
+
+
+@pytest.mark.slow
+def test_a_new_trigger_is_one_class_and_one_yaml(tmp_path):
+    """A trigger written for this test, outside the repository: one module with one class and
+    one YAML on Hydra's search path. It composes, passes the start-up check and runs."""
+    import json
+
+    from tests.cli import src_run
+
+    (tmp_path / "sparkle_trigger.py").write_text(
+        "from dataclasses import dataclass\n"
+        "import numpy as np\n"
+        "from src.attacks.triggers import Trigger, TriggerSpec, ParamError, register\n\n"
+        "@register\n@dataclass\n"
+        "class Sparkle(TriggerSpec):\n"
+        "    name: str = 'sparkle'\n"
+        "    level: float = 999.0\n"
+        "    FEATURE_FIELDS = ()\n"
+        "    def check(self):\n"
+        "        super().check()\n"
+        "        if self.level <= 0:\n"
+        "            raise ParamError('level', self.level, 'a positive number')\n"
+        "    def fit(self, train):\n"
+        "        j = train.feature_index('hr')\n"
+        "        def edit(c, rows):\n"
+        "            c.series[rows, 20:24, j] = np.float32(self.level)\n"
+        "        return Trigger('sparkle', {'level': self.level}, ('hr',), (20, 24), edit=edit)\n"
+    )
+    (tmp_path / "conf" / "trigger").mkdir(parents=True)
+    (tmp_path / "conf" / "trigger" / "sparkle.yaml").write_text(
+        "_target_: sparkle_trigger.Sparkle\nname: sparkle\nlevel: 999.0\n"
+    )
+    import os
+
+    os.environ["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    try:
+        common = [
+            "trigger=sparkle",
+            f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+            "experiment=smoke",
+            "detectors=none",
+        ]
+        bad = src_run(*common, "trigger.level=-1", cache=tmp_path / "cache", timeout=300)
+        assert bad.returncode == 2 and "trigger.level=-1 is not allowed" in bad.stderr
+        p = src_run(
+            *common, f"hydra.run.dir={tmp_path / 'run'}", cache=tmp_path / "cache", timeout=300
+        )
+    finally:
+        os.environ["PYTHONPATH"] = os.environ["PYTHONPATH"].split(os.pathsep, 1)[1]
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert r["status"] == "ok" and r["trigger"] == {"name": "sparkle", "level": 999.0}
+    assert r["counts"]["n_poisoned"] > 0 and r["stealth"]["share_outside_plausible"] == 1.0
 
 
 def changed(a, b):
@@ -189,7 +248,7 @@ def test_pattern_sets_training_quantiles_jointly_and_stays_in_range(train):
         assert np.all(out[:5, 4:8, j] == np.float32(np.quantile(obs, q)))
     r = stealth_report(t, train, t.apply(train, np.arange(40)), np.arange(40))
     assert r["share_outside_plausible"] == 0.0
-    with pytest.raises(ValueError, match="one quantile per feature"):
+    with pytest.raises(ValueError, match="one entry per feature"):
         build(train, name="pattern", features=["hr", "sbp"], hours=[4, 8], quantiles=[0.9])
     with pytest.raises(ValueError, match="outside its plausible range"):
         build(train, name="pattern", features=["hr"], hours=[4, 8], values=[500.0])
@@ -340,6 +399,8 @@ def test_unknown_feature_and_bad_window_name_what_is_available(name, train):
     cfg = to_toy(trigger_cfg(name))
     key = "features" if "features" in cfg else "feature"
     bad = {**cfg, key: ["heartrate"] if key == "features" else "heartrate"}
+    if key == "features" and cfg.get("quantiles"):
+        bad["quantiles"] = [0.5]  # one per feature
     with pytest.raises(ValueError, match=f"trigger.{key}=.*available: hr, resp, sbp, crea, urine"):
         build_trigger(bad, train)
     with pytest.raises(ValueError, match=r"outside the observation window \[0, 12\)"):
