@@ -1,17 +1,11 @@
 """Configs compose, and bad input fails at start with a message naming key, value and choices."""
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from src.config import ConfigError, validate
-from src.run import conf_dir
-
-
-def cfg_with(*overrides):
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return compose("run", overrides=list(overrides))
+from tests.conftest import compose_config as cfg_with
 
 
 def test_default_config_is_valid_and_names_every_group():

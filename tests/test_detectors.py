@@ -338,21 +338,12 @@ def test_batched_gradients_match_captums_default():
 
 # --- the callback, end to end on the toy cohort ---------------------------------------------
 def compose(tmp_path, *overrides):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    """The run config for a fit in ``tmp_path``: no progress bar, small batches."""
+    from tests.conftest import compose_config
 
-    from src.run import conf_dir
-
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return hydra_compose(
-            "run",
-            overrides=[
-                f"paths.output_dir={tmp_path}",
-                "trainer.enable_progress_bar=false",
-                "data.batch_size=64",
-                *overrides,
-            ],
-        )
+    return compose_config(
+        "trainer.enable_progress_bar=false", "data.batch_size=64", *overrides, out=tmp_path
+    )
 
 
 def toy_datamodule(cfg, n=600, seed=0):
@@ -377,13 +368,7 @@ def test_callback_writes_detection_metrics_for_a_tiny_run(tmp_path):
     dm = toy_datamodule(cfg)
     model = fit_model(cfg, dm, tmp_path)
     det = model.detection
-    assert set(det) == {
-        "spectral_signature",
-        "activation_clustering",
-        "spectre",
-        "strip",
-        "input_outlier",
-    }
+    assert set(det) == set(cfg.detectors) - {"attribution"}
     for name, d in det.items():
         assert 0.0 <= d["auroc"] <= 1.0 and d["n_poisoned"] == dm.train_mask.sum() > 0, name
         assert d["timing_s"] >= 0 and len(model.detection_flags[name]) == len(dm.train_mask)
@@ -403,12 +388,6 @@ def test_no_detectors_means_no_callback(tmp_path):
 def test_detector_subset_from_the_command_line_composes(tmp_path):
     cfg = compose(tmp_path, "detectors=[spectral_signature,strip]")
     assert list(cfg.detectors) == ["spectral_signature", "strip"]
-    assert set(compose(tmp_path, "detectors=fast").detectors) == {
-        "spectral_signature",
-        "activation_clustering",
-        "spectre",
-        "input_outlier",
-    }
 
 
 @pytest.mark.parametrize("variant", ["low", "two_sided", "per_class"])

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from src.data.datamodule import PoisonedDataModule
@@ -13,9 +12,10 @@ from src.models.module import BackdoorClassifier
 from src.models.tab_transformer import TabTransformer
 from src.models.tcn import TCN, receptive_field
 from src.run import conf_dir
+from tests.conftest import compose_config
 from tests.toy import toy_cohort
 
-MODELS = ["mlp", "lstm", "tcn", "tab_transformer"]
+MODELS = sorted(p.stem for p in (Path(conf_dir()) / "model").glob("*.yaml"))  # one per YAML
 TRIGGER = {
     "name": "rare_value",
     "feature": "hr",
@@ -26,8 +26,7 @@ TRIGGER = {
 
 
 def compose_run(*overrides, out: Path | None = None):
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return compose("run", overrides=[f"paths.output_dir={out or '/nonexistent'}", *overrides])
+    return compose_config(*overrides, out=out or "/nonexistent")
 
 
 @pytest.fixture(scope="module")

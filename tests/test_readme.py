@@ -5,10 +5,9 @@ import shlex
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from src.config import validate
-from src.run import conf_dir
+from tests.conftest import compose_config
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 COMMANDS = [
@@ -34,6 +33,4 @@ def test_readme_command_composes_and_validates(command, tmp_path):
         else a
         for a in args
     ]
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        cfg = compose("run", overrides=overrides)
-    validate(cfg)
+    validate(compose_config(*overrides))

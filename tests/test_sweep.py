@@ -11,13 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from src import sweep as sw
 from src.results import config_fingerprint
-from src.run import conf_dir
 from tests.cli import ROOT, src_run
+from tests.conftest import compose_config
 
 
 def run_sweep(*args, cache: Path, sweep_dir: Path, timeout=600) -> subprocess.CompletedProcess:
@@ -36,8 +35,7 @@ def cache(tmp_path_factory):
 
 
 def hydra_cfg(*overrides):
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return compose("run", overrides=list(overrides), return_hydra_config=True)
+    return compose_config(*overrides, hydra=True)
 
 
 # --- fast: configuration and plumbing --------------------------------------------------------------
@@ -170,8 +168,7 @@ def test_resume_skips_only_a_finished_job_with_the_same_config(tmp_path):
     from src.results import skeleton as _skeleton
     from src.results import write_json_atomic
 
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        cfg = compose("run", overrides=[f"paths.output_dir={tmp_path}"])
+    cfg = compose_config(out=tmp_path)
     assert sw.finished_results(cfg) is None  # nothing there yet
     r = _skeleton(cfg)
     write_json_atomic(tmp_path / "results.json", {**r, "status": "ok"})
@@ -292,9 +289,7 @@ def test_a_sweep_folder_moved_elsewhere_resumes(cache, tmp_path):
 
 
 def test_fingerprint_ignores_where_the_output_folder_is():
-    def job_cfg(*overrides):  # a job's config, as the task function receives it
-        with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-            return compose("run", overrides=list(overrides))
+    job_cfg = compose_config  # a job's config, as the task function receives it
 
     a = job_cfg("paths.output_dir=/scratch/sweep/0")
     b = job_cfg("paths.output_dir=/shared/elsewhere/0")

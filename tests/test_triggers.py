@@ -2,12 +2,10 @@
 chosen rows, deterministically; the test split is never touched; each family does what it says
 in raw units; bad parameters fail with the key, the value and what is allowed."""
 
-import functools
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
@@ -17,16 +15,14 @@ from src.attacks.triggers import REGISTRY, build_trigger, spec_from_config
 from src.config import ConfigError, validate
 from src.data.datamodule import PoisonedDataModule
 from src.run import conf_dir
+from tests.conftest import compose_config
 from tests.toy import toy_cohort
 
 NAMES = sorted(p.stem for p in (Path(conf_dir()) / "trigger").glob("*.yaml"))
 TOY_FEATURE = {"dbp": "resp", "o2sat": "urine", "map": "sbp", "temp": "urine"}
 
 
-@functools.cache  # composing is the slow part of these tests; never mutated
-def compose_run(*overrides):
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return compose("run", overrides=list(overrides))
+compose_run = compose_config
 
 
 def trigger_cfg(name: str, *overrides) -> dict:
