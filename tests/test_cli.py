@@ -106,3 +106,72 @@ def test_help_answers_fast():
         timeout=60,
     )
     assert p.returncode == 0 and "trigger" in p.stdout
+
+
+@pytest.mark.slow
+def test_a_cohort_too_small_to_rank_is_refused_with_its_counts(tmp_path):
+    p = run_cli(
+        "experiment=smoke", "data.n_stays=50", cache=tmp_path / "cache", out=tmp_path / "run"
+    )
+    assert p.returncode == 1
+    assert "deaths and" in p.stderr and "raise data.n_stays (now 50)" in p.stderr
+    r = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert r["status"] == "failed" and r["clean"] is None
+
+
+@pytest.mark.slow
+def test_a_rerun_into_the_same_folder_owns_exactly_one_checkpoint(cache, tmp_path):
+    for _ in range(2):
+        p = run_cli("experiment=smoke", "detectors=none", cache=cache, out=tmp_path / "run")
+        assert p.returncode == 0, p.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["final.ckpt"]
+
+
+def test_the_summary_warns_when_the_test_set_is_too_small_to_rank(capsys, tmp_path):
+    from src.results import print_summary
+
+    r = {
+        "config": {
+            "model": "mlp",
+            "poison_rate": 0.1,
+            "poison_mode": "dirty",
+            "target_label": 1,
+            "seed": 0,
+        },
+        "trigger": {"name": "rare_value"},
+        "counts": {
+            "n_poisoned": 3,
+            "n_eligible": 30,
+            "n_stays": 50,
+            "n_train": 30,
+            "n_val": 8,
+            "n_test": 12,
+            "test_prevalence": 0.17,
+        },
+        "clean": {
+            "auroc": 1.0,
+            "auroc_ci": [0.5, 1.0],
+            "auprc": 1.0,
+            "accuracy": 0.9,
+            "ece": 0.1,
+            "n": 12,
+            "n_positive": 2,
+        },
+        "attack": {"asr": None, "asr_ci": None, "base_rate": None, "asr_lift": None, "n": 0},
+        "detection": {
+            "spectral_signature": {
+                "auroc": None,
+                "ap": None,
+                "tpr_at_1fpr": None,
+                "pooled": {"auroc": None},
+                "n_flagged": 0,
+                "n_poisoned_flagged": 0,
+                "oracle": True,
+            }
+        },
+        "timings": {"total_s": 1.0},
+    }
+    print_summary(r, tmp_path)
+    out = capsys.readouterr().out
+    assert "warning  the clean AUROC's 95% interval is 0.50 wide: 2 deaths in 12" in out
+    assert "ASR n/a" in out and "AUROC n/a (no poisoned rows)" in out
