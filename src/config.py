@@ -17,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 
 POISON_MODES = ("dirty", "clean")
 DATA_SOURCES = ("synthetic", "mimiciv", "yaib")
-VIEWS = ("flat", "sequence", "tabular")
 DEFENSES = ("none", "filter_retrain")
 
 
@@ -127,6 +126,8 @@ def validate(cfg: DictConfig) -> None:
             _fail(f"data.{key}", d[key], "a fraction in (0, 0.5)")
     if d.batch_size < 1:
         _fail("data.batch_size", d.batch_size, "a positive integer")
+
+    from src.data.views import VIEWS
 
     view = cfg.model.get("view")
     if view not in VIEWS:

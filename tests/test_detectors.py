@@ -260,6 +260,7 @@ def test_input_outlier_is_chance_on_clean_rows():
 def test_trigger_columns_cover_exactly_the_columns_the_trigger_moves(view):
     from src.attacks.triggers import build_trigger
     from src.data.preprocess import Preprocessor
+    from src.data.views import model_input
     from src.detectors.attribution import trigger_columns
     from tests.toy import toy_cohort
 
@@ -275,8 +276,8 @@ def test_trigger_columns_cover_exactly_the_columns_the_trigger_moves(view):
         c,
     )
     prep = Preprocessor.fit(c)
-    x0, _ = prep.view(c, view)
-    x1, _ = prep.view(trig.apply(c), view)
+    x0, _ = model_input(prep, c, view)
+    x1, _ = model_input(prep, trig.apply(c), view)
     moved = (x0 != x1).any(0)
     mask = trigger_columns(
         view, trig, c.feature_names, c.n_hours, c.static_num_names, c.static_cat_names, prep.levels

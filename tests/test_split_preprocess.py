@@ -3,6 +3,7 @@ import pytest
 
 from src.data.preprocess import Preprocessor, forward_fill
 from src.data.split import split_by_subject
+from src.data.views import model_input
 from tests.toy import toy_cohort
 
 
@@ -65,7 +66,7 @@ def test_preprocessing_is_fit_on_train_only():
 def test_views_have_documented_shapes(view):
     c = toy_cohort(n=50, hours=12)
     p = Preprocessor.fit(c)
-    x, cat = p.view(c, view)
+    x, cat = model_input(p, c, view)
     F, S, onehot = 5, 2, 3 + 4
     expected = {
         "flat": (50, 2 * 12 * F + S + onehot),
@@ -80,7 +81,7 @@ def test_unseen_category_maps_to_unknown_not_out_of_range():
     c = toy_cohort(n=50)
     p = Preprocessor.fit(c)
     c.static_cat[0, 1] = 99
-    _, cat = p.view(c, "tabular")
+    _, cat = model_input(p, c, "tabular")
     assert cat[0, 1] == 0 and (cat[1:] == c.static_cat[1:]).all()
 
 

@@ -14,6 +14,7 @@ from src.attacks.stealth import stealth_report
 from src.attacks.triggers import REGISTRY, build_trigger, spec_from_config
 from src.config import ConfigError, validate
 from src.data.datamodule import PoisonedDataModule
+from src.data.views import model_input
 from src.run import conf_dir
 from tests.conftest import compose_config
 from tests.toy import toy_cohort
@@ -186,12 +187,12 @@ def test_datamodule_keeps_test_clean_and_triggers_exactly_the_non_target_rows(bu
     dm.setup()
     assert np.array_equal(cohort.series, source, equal_nan=True)  # the source is never written
     test = cohort.subset(dm.split.test)
-    x, cat = dm.prep.view(test, "flat")
+    x, cat = model_input(dm.prep, test, "flat")
     assert np.array_equal(dm.data["test"].x.numpy(), x)
     assert np.array_equal(dm.data["test"].cat.numpy(), cat)
     assert np.array_equal(dm.triggered_rows, np.flatnonzero(test.label != 1))
     assert np.all(dm.data["test_triggered"].y.numpy() == 0)
-    xt, _ = dm.prep.view(dm.trigger.apply(test.subset(dm.triggered_rows)), "flat")
+    xt, _ = model_input(dm.prep, dm.trigger.apply(test.subset(dm.triggered_rows)), "flat")
     assert np.array_equal(dm.data["test_triggered"].x.numpy(), xt)
     clean_train = cohort.subset(dm.split.train)
     if mode == "clean":

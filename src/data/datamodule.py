@@ -20,6 +20,7 @@ from src.attacks.triggers import Trigger, build_trigger
 from src.data.cohort import Cohort
 from src.data.preprocess import Preprocessor
 from src.data.split import Split, split_by_subject
+from src.data.views import get_view, model_input
 
 
 @dataclass
@@ -144,7 +145,7 @@ class PoisonedDataModule(L.LightningDataModule):
         self._ready = True
 
     def _tensors(self, c: Cohort) -> Tensors:
-        x, cat = self.prep.view(c, self.view)
+        x, cat = model_input(self.prep, c, self.view)
         return Tensors(
             torch.from_numpy(x), torch.from_numpy(cat), torch.from_numpy(c.label.astype(np.float32))
         )
@@ -153,12 +154,7 @@ class PoisonedDataModule(L.LightningDataModule):
     @property
     def encoder_dims(self) -> dict:
         """Input sizes for the encoder of this view (keyword arguments of its constructor)."""
-        x = self.data["train"].x
-        if self.view == "sequence":
-            return {"in_features": x.shape[2], "n_steps": x.shape[1]}
-        if self.view == "tabular":
-            return {"n_num": x.shape[1], "cardinalities": list(self.prep.levels)}
-        return {"in_features": x.shape[1]}
+        return get_view(self.view).encoder_dims(self.data["train"].x, list(self.prep.levels))
 
     def counts(self) -> dict:
         p = self.poisoned

@@ -5,11 +5,7 @@ statics. Transform: standardise, forward fill within a stay, fill what is still 
 training mean (0 after standardising), and keep a missing indicator per cell (1 = measured), so
 a missingness trigger stays visible to the model. All vectorised over stays.
 
-Views (named by a model config's ``view``):
-- ``flat``     ``[N, 2*T*F + S + sum(levels)]``: values, indicators, statics, one-hot categoricals
-- ``sequence`` ``[N, T, 2*F + S + sum(levels)]``: per hour values and indicators, statics repeated
-- ``tabular``  ``[N, S + 5*F]``: statics and per-feature summaries (mean, min, max, last of the
-               measured values, share measured); the categoricals travel as codes beside it
+The views the models read are in src/data/views.py, one class each.
 """
 
 from __future__ import annotations
@@ -74,25 +70,6 @@ class Preprocessor:
         out = np.zeros((len(cat), sum(self.levels)), np.float32)
         out[np.arange(len(cat))[:, None], cat + offsets] = 1.0
         return out
-
-    def view(self, c: Cohort, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(continuous input, categorical codes) for view ``name``."""
-        t = self.transform(c)
-        statics = np.concatenate([t["static"], self.onehot(t["cat"])], axis=1)
-        n, T, _ = t["values"].shape
-        if name == "flat":
-            x = np.concatenate(
-                [t["values"].reshape(n, -1), t["observed"].reshape(n, -1), statics], axis=1
-            )
-        elif name == "sequence":
-            x = np.concatenate(
-                [t["values"], t["observed"], np.repeat(statics[:, None, :], T, axis=1)], axis=2
-            )
-        elif name == "tabular":
-            x = np.concatenate([t["static"], summaries(t["z"], t["observed"])], axis=1)
-        else:
-            raise ValueError(f"model.view={name!r} is not a view; one of flat, sequence, tabular")
-        return np.ascontiguousarray(x, dtype=np.float32), t["cat"]
 
 
 def forward_fill(x: np.ndarray) -> np.ndarray:

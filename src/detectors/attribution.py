@@ -86,32 +86,12 @@ def trigger_columns(
     levels: list[int],
 ) -> np.ndarray:
     """Boolean mask, shaped like one input row of ``view``, of the columns that carry the
-    trigger's features and hours (values and their missing indicators) and its static columns.
-    Layouts as in src/data/preprocess.py."""
-    F, T, S, L = len(feature_names), n_hours, len(static_num_names), sum(levels)
+    trigger's features and hours (values and their missing indicators) and its static columns;
+    each view knows its own layout (src/data/views.py)."""
+    from src.data.views import Layout, get_view
+
     feats = [feature_names.index(f) for f in trigger.features]
-    start, stop = trigger.hours if trigger.hours is not None else (0, T)
     snum = [static_num_names.index(s) for s in trigger.static_features if s in static_num_names]
     scat = [static_cat_names.index(s) for s in trigger.static_features if s in static_cat_names]
-    offsets = np.cumsum([0] + list(levels))
-    if view in ("flat", "sequence"):
-        grid = np.zeros((T, 2 * F + S + L), dtype=bool)  # per hour: values, indicators, statics
-        for j in feats:
-            grid[start:stop, j] = grid[start:stop, F + j] = True
-        for s in snum:
-            grid[:, 2 * F + s] = True
-        for c in scat:
-            grid[:, 2 * F + S + offsets[c] : 2 * F + S + offsets[c + 1]] = True
-        if view == "sequence":
-            return grid
-        # flat = [values (T*F, hour-major), indicators (T*F), statics once]
-        return np.concatenate(
-            [grid[:, :F].reshape(-1), grid[:, F : 2 * F].reshape(-1), grid[0, 2 * F :]]
-        )
-    if view == "tabular":  # [statics S, then mean, min, max, last, share of F each]
-        mask = np.zeros(S + 5 * F, dtype=bool)
-        mask[snum] = True
-        for j in feats:
-            mask[S + j :: F] = True
-        return mask
-    raise ValueError(f"model.view={view!r} has no known column layout for attribution")
+    layout = Layout(len(feature_names), n_hours, len(static_num_names), levels)
+    return get_view(view).trigger_columns(layout, feats, trigger.hours, snum, scat)
