@@ -1,22 +1,38 @@
-"""Typed schemas for the parts a user edits most, and the start-up check of a composed config.
+"""Typed schemas of the config, and the start-up check of a composed config.
 
 The dataclasses are registered in Hydra's ConfigStore and named in the YAML files' defaults lists
-(``- data_schema``), so a misspelt key or a value of the wrong type fails at composition with
-OmegaConf's message (it names the key). ``validate`` then checks ranges and choices that types
-cannot express, before any data is touched, and names key, value and what is allowed.
+(``- run_schema``, ``- data_schema``, ``- model_schema``; each trigger class registers its
+own), so a misspelt key, a value of the wrong type or a choice outside an Enum fails at
+composition with OmegaConf's message, which names the key. ``validate`` then checks what types
+cannot express (ranges, and rules across fields: hours within the window, a feature the cohort
+has, the defense's detector among the run's, each detector's parameters), before any data is
+touched, and names the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-POISON_MODES = ("dirty", "clean")
-DATA_SOURCES = ("synthetic", "mimiciv", "yaib")
+
+class PoisonMode(StrEnum):  # a StrEnum compares, hashes and prints as its plain string
+    dirty = "dirty"  # poisoned rows are relabelled to the target
+    clean = "clean"  # only rows already labelled with the target are poisoned
+
+
+class DataSource(StrEnum):
+    synthetic = "synthetic"
+    mimiciv = "mimiciv"
+    yaib = "yaib"
+
+
+POISON_MODES = tuple(m.value for m in PoisonMode)
+DATA_SOURCES = tuple(s.value for s in DataSource)
 DEFENSES = ("none", "filter_retrain")
 
 
@@ -25,8 +41,40 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class RunSchema:
+    """The top level of conf/run.yaml; each group below is typed by its own schema."""
+
+    task_name: str = "run"
+    seed: int = 0
+    poison_rate: float = 0.1
+    poison_mode: PoisonMode = PoisonMode.dirty
+    target_label: int = 1
+    data: Any = MISSING
+    model: Any = MISSING
+    trigger: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = None
+    callbacks: Any = None
+    detectors: Any = None
+    defense: Any = None
+    paths: Any = MISSING
+
+
+@dataclass
+class ModelSchema:
+    """conf/model/*.yaml: the encoder, its view, its optimizer and its fixed epoch budget."""
+
+    name: str = MISSING
+    epochs: int = MISSING
+    view: str = "flat"  # a view registered in src/data/views.py (checked by validate)
+    encoder: Any = MISSING  # _target_ and the encoder's arguments
+    optimizer: Any = MISSING  # _target_, _partial_: true, and its arguments
+    scheduler: Any = None
+
+
+@dataclass
 class DataSchema:
-    source: str = "synthetic"
+    source: DataSource = DataSource.synthetic
     root: str | None = None  # MIMIC-IV root (hosp/, icu/); for synthetic: unused
     path: str | None = None  # YAIB cohort folder (dyn/sta/outc parquet)
     n_stays: int = 6000  # synthetic: stays generated before exclusions
@@ -42,7 +90,9 @@ class DataSchema:
 
 def register_schemas() -> None:
     cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunSchema)
     cs.store(group="data", name="data_schema", node=DataSchema)
+    cs.store(group="model", name="model_schema", node=ModelSchema)
     # each trigger class registers its own schema (trigger/<name>_schema) when imported
     import src.attacks.triggers  # noqa: F401
 
@@ -133,6 +183,7 @@ def validate(cfg: DictConfig) -> None:
     if view not in VIEWS:
         _fail("model.view", view, f"one of {', '.join(VIEWS)}")
     _validate_defense(cfg)
+    _validate_detectors(cfg)
 
     _validate_trigger(cfg.trigger, d, "trigger")
 
@@ -213,6 +264,36 @@ def _validate_trigger(t, d, key: str) -> None:
         _fail(f"{key}.column", column, f"a static categorical column: {', '.join(columns)}")
 
 
+def _validate_detectors(cfg: DictConfig) -> None:
+    """Each detector's parameters against its function's: a name it does not take, or a value
+    outside one of its declared choices (``src.detectors.base.options``)."""
+    import inspect
+
+    from hydra.utils import get_method
+
+    for name, node in (cfg.get("detectors") or {}).items():
+        if node is None:
+            continue
+        target = node.get("_target_")
+        try:
+            fn = get_method(target)
+        except Exception as e:
+            _fail(f"detectors.{name}._target_", target, f"an importable function ({e})")
+        accepted = [p for p in inspect.signature(fn).parameters if p != "inputs"]
+        for key, value in node.items():
+            if key.startswith("_"):
+                continue
+            if key not in accepted:
+                _fail(
+                    f"detectors.{name}.{key}",
+                    value,
+                    f"a parameter of {target}: {', '.join(accepted)}",
+                )
+            allowed = getattr(fn, "choices", {}).get(key)
+            if allowed is not None and value not in allowed:
+                _fail(f"detectors.{name}.{key}", value, f"one of {', '.join(map(str, allowed))}")
+
+
 def _validate_defense(cfg: DictConfig) -> None:
     """The defense must use flags of a detector that runs in this config."""
     defense = cfg.get("defense") or {}
@@ -230,7 +311,7 @@ def _validate_defense(cfg: DictConfig) -> None:
 
 
 def to_plain(cfg: DictConfig | dict) -> dict:
-    """A resolved plain-dict copy (for results.json and cache keys)."""
+    """A resolved plain-dict copy (for results.json and cache keys), choices as strings."""
     if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
     return dict(cfg)

@@ -22,7 +22,6 @@ def test_default_config_is_valid_and_names_every_group():
         ("poison_rate=1.5", "poison_rate", "in [0, 1]"),
         ("poison_rate=-0.1", "poison_rate", "in [0, 1]"),
         ("target_label=2", "target_label", "0 (survived) or 1 (died)"),
-        ("poison_mode=sneaky", "poison_mode", "dirty, clean"),
         ("trigger.hours=[20,30]", "trigger.hours", "window_hours=24"),
         ("trigger.quantile=2.0", "trigger.quantile", "[0, 1]"),
         ("data.test_size=0.9", "data.test_size", "(0, 0.5)"),
@@ -59,6 +58,38 @@ def test_misspelt_keys_fail_at_composition():
     with pytest.raises(ConfigCompositionException) as e:
         cfg_with("data.n_stay=100")  # typed schema: no such key
     assert "n_stay" in str(e.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    "override, key, allowed",
+    [
+        ("poison_mode=sneaky", "poison_mode", "dirty, clean"),
+        ("data.source=csv", "data.source", "synthetic, mimiciv, yaib"),
+        ("model.epoch=3", "model.epoch", "not in 'ModelSchema'"),
+        ("seed=early", "seed", "Integer"),
+    ],
+)
+def test_typed_schemas_refuse_at_composition_naming_the_key(override, key, allowed):
+    """Choices are Enums and the top level, data and model are typed: OmegaConf names the key,
+    the value and what is allowed."""
+    with pytest.raises(ConfigCompositionException) as e:
+        cfg_with(override)
+    msg = str(e.value.__cause__ or e.value)
+    assert f"full_key: {key}" in msg and allowed in msg
+
+
+@pytest.mark.parametrize(
+    "override, key, allowed",
+    [
+        ("detectors.strip.variant=three", "detectors.strip.variant", "low, two_sided, per_class"),
+        ("+detectors.spectre.robst=trim", "detectors.spectre.robst", "a parameter of"),
+        ("detectors.spectral_signature.projection=abs", "detectors.spectral_signature", "one of"),
+    ],
+)
+def test_detector_parameters_are_checked_at_start(override, key, allowed):
+    with pytest.raises(ConfigError) as e:
+        validate(cfg_with(override))
+    assert str(e.value).startswith(key) and allowed in str(e.value)
 
 
 def test_wrong_types_fail_at_composition():

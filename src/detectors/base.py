@@ -84,6 +84,24 @@ def classes(labels: np.ndarray, min_rows: int, info: dict) -> Iterator[tuple[int
 FLAG_RULES = ("oracle", "robust_z")
 
 
+def options(**choices):
+    """Declare a detector's choice parameters and what each allows, once: the detector checks
+    them when called (``check_options``), and the start-up check reads them from the config
+    before any data is touched (src/config.py)."""
+
+    def mark(fn):
+        fn.choices = choices
+        return fn
+
+    return mark
+
+
+def check_options(detector: str, fn, given: dict) -> None:
+    for key, allowed in getattr(fn, "choices", {}).items():
+        if key in given:
+            check_choice(detector, key, given[key], allowed)
+
+
 def check_choice(detector: str, key: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(

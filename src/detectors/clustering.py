@@ -34,9 +34,10 @@ from src.detectors.base import (
     Detection,
     DetectorInputs,
     as_float_tensor,
-    check_choice,
+    check_options,
     class_projection,
     classes,
+    options,
 )
 
 REDUCTIONS = ("pca", "ica")
@@ -44,6 +45,7 @@ RULES = ("relative_size", "silhouette")
 ORIENTS = ("smaller", "distance")
 
 
+@options(reduction=REDUCTIONS, rule=RULES, orient=ORIENTS)
 def activation_clustering(
     inputs: DetectorInputs,
     n_components: int = 10,
@@ -57,9 +59,7 @@ def activation_clustering(
     silhouette_sample: int = 2000,
     min_rows: int = 20,
 ) -> Detection:
-    check_choice("activation_clustering", "reduction", reduction, REDUCTIONS)
-    check_choice("activation_clustering", "rule", rule, RULES)
-    check_choice("activation_clustering", "orient", orient, ORIENTS)
+    check_options("activation_clustering", activation_clustering, locals())
     feats = as_float_tensor(inputs.features)
     n = len(inputs)
     scores, flags = np.zeros(n), np.zeros(n, dtype=bool)

@@ -25,12 +25,14 @@ from src.detectors.base import (
     FLAG_RULES,
     Detection,
     DetectorInputs,
-    check_choice,
+    check_options,
     flag_rows,
+    options,
     require,
 )
 
 
+@options(flag_rule=FLAG_RULES)
 def input_outlier(
     inputs: DetectorInputs,
     n_estimators: int = 100,
@@ -41,7 +43,7 @@ def input_outlier(
 ) -> Detection:
     from sklearn.ensemble import IsolationForest
 
-    check_choice("input_outlier", "flag_rule", flag_rule, FLAG_RULES)
+    check_options("input_outlier", input_outlier, locals())
 
     require(inputs, "input_outlier", "raw_series")
     series = np.asarray(inputs.raw_series, dtype=np.float32)

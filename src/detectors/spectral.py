@@ -26,16 +26,18 @@ from src.detectors.base import (
     Detection,
     DetectorInputs,
     as_float_tensor,
-    check_choice,
+    check_options,
     class_projection,
     classes,
     flag_rows,
+    options,
     oracle_budget,
 )
 
 PROJECTIONS = ("centered_squared", "uncentered_abs")
 
 
+@options(projection=PROJECTIONS, flag_rule=FLAG_RULES)
 def spectral_signature(
     inputs: DetectorInputs,
     projection: str = "centered_squared",
@@ -44,8 +46,7 @@ def spectral_signature(
     z_threshold: float = 3.5,
     min_rows: int = 10,
 ) -> Detection:
-    check_choice("spectral_signature", "projection", projection, PROJECTIONS)
-    check_choice("spectral_signature", "flag_rule", flag_rule, FLAG_RULES)
+    check_options("spectral_signature", spectral_signature, locals())
     feats = as_float_tensor(inputs.features)
     scores = np.zeros(len(inputs), dtype=np.float64)
     flags = np.zeros(len(inputs), dtype=bool)

@@ -38,17 +38,19 @@ from src.detectors.base import (
     Detection,
     DetectorInputs,
     as_float_tensor,
-    check_choice,
+    check_options,
     class_projection,
     classes,
     flag_rows,
     flag_top_k,
+    options,
     oracle_budget,
 )
 
 ROBUST = ("trim", "mcd")
 
 
+@options(robust=ROBUST, flag_rule=FLAG_RULES)
 def spectre(
     inputs: DetectorInputs,
     k: int | str = "auto",
@@ -64,8 +66,7 @@ def spectre(
     fit_rows: int = 100_000,
     min_rows: int = 40,
 ) -> Detection:
-    check_choice("spectre", "robust", robust, ROBUST)
-    check_choice("spectre", "flag_rule", flag_rule, FLAG_RULES)
+    check_options("spectre", spectre, locals())
     if k != "auto" and not (isinstance(k, int) and k >= 1):
         raise ValueError(f"spectre.k={k!r} is not allowed: 'auto' or a positive integer")
     feats = as_float_tensor(inputs.features)

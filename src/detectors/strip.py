@@ -24,11 +24,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from src.detectors.base import Detection, DetectorInputs, check_choice, require
+from src.detectors.base import Detection, DetectorInputs, check_options, options, require
 
 VARIANTS = ("low", "two_sided", "per_class")
 
 
+@options(variant=VARIANTS)
 def strip(
     inputs: DetectorInputs,
     n_perturbations: int = 16,
@@ -37,7 +38,7 @@ def strip(
     chunk: int = 16384,
     variant: str = "low",
 ) -> Detection:
-    check_choice("strip", "variant", variant, VARIANTS)
+    check_options("strip", strip, locals())
     require(inputs, "strip", "x", "cat", "predict", "pool_x", "pool_cat")
     if len(inputs.pool_x) == 0:
         raise ValueError("strip needs a non-empty clean pool (the validation split is empty)")
