@@ -152,9 +152,14 @@ class PoisonedDataModule(L.LightningDataModule):
 
     # --- what models and detectors need -----------------------------------------------------
     @property
+    def cat_levels(self) -> list[int]:
+        """Vocabulary size per static categorical column (the one-hot widths of the views)."""
+        return list(self.prep.levels)
+
+    @property
     def encoder_dims(self) -> dict:
         """Input sizes for the encoder of this view (keyword arguments of its constructor)."""
-        return get_view(self.view).encoder_dims(self.data["train"].x, list(self.prep.levels))
+        return get_view(self.view).encoder_dims(self.data["train"].x, self.cat_levels)
 
     def counts(self) -> dict:
         p = self.poisoned

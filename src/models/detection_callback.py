@@ -150,7 +150,7 @@ def build_inputs(model, dm, seed: int, batch_size: int = 4096) -> DetectorInputs
         c.n_hours,
         c.static_num_names,
         c.static_cat_names,
-        list(dm.prep.levels),
+        dm.cat_levels,
     )
     return DetectorInputs(
         features=model.embed_all(dm.loader("train")).cpu(),
