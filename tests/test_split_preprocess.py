@@ -140,3 +140,9 @@ def test_a_read_only_cache_gives_the_split_in_memory(tmp_path, monkeypatch):
     got = _cached_split(c, tmp_path)
     assert (got.test == ref.test).all() and (got.train == ref.train).all()
     assert not list(tmp_path.glob("splits/*.npz"))
+
+
+def test_a_cohort_of_one_class_is_refused_with_how_to_get_more():
+    c = toy_cohort(40)
+    with pytest.raises(ValueError, match="40 stays, all with label 0.*raise data.n_stays"):
+        split_by_subject(np.zeros(40, int), c.subject_id)

@@ -79,7 +79,11 @@ def split_by_subject(
 
 def _split(label, subject_id, test_size, val_size, seed) -> Split:
     if len(np.unique(label)) < 2:
-        raise ValueError("the cohort holds a single class; a mortality model needs both")
+        raise ValueError(
+            f"the cohort holds {len(label)} stays, all with label {label[0] if len(label) else '-'}:"
+            " a mortality model needs deaths and survivors; use a larger cohort (for the "
+            "synthetic source, raise data.n_stays)"
+        )
     rest, test = _hold_out(label, subject_id, test_size, seed)
     r_train, r_val = _hold_out(label[rest], subject_id[rest], val_size / (1 - test_size), seed + 1)
     return Split(train=rest[r_train], val=rest[r_val], test=test)
