@@ -114,6 +114,22 @@ def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
 
     results.update(evaluate(model, dm, cfg.target_label, seed=cfg.seed))
     clock.lap("evaluate_s")
+    from src.sweep import is_multirun
+
+    if not is_multirun():  # a sweep draws it once per cell in its report, not per job
+        from src.report import plot_confidence
+
+        conf = results["attack"]["confidence"]
+        plot_confidence(
+            [
+                (
+                    f"{cfg.model.name}, {dm.trigger.name}, rate {cfg.poison_rate:g}, seed {cfg.seed}",
+                    conf["hist_triggered"],
+                    conf["hist_untriggered"],
+                )
+            ],
+            out / "figures" / "confidence_shift.png",
+        )
 
     if (cfg.get("defense") or {}).get("name", "none") != "none":
         results["defense"] = defend(cfg, cohort, dm, model, out)
@@ -247,11 +263,15 @@ def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None, dete
 def evaluate(model, dm, target_label: int, seed: int = 0) -> dict:
     """Clean metrics on the clean test set; ASR and base rate on its non-target rows (with
     intervals over test rows: the AUROC's bootstrap is seeded with ``seed``)."""
-    from src.metrics import attack_metrics, clean_metrics
+    from src.metrics import attack_metrics, clean_metrics, confidence_shift
 
     p_test = model.predict_proba(dm.loader("test"))
     p_trig = model.predict_proba(dm.loader("test_triggered"))
+    p_untrig = p_test[dm.triggered_rows]
     return {
         "clean": clean_metrics(p_test, dm.data["test"].y, seed=seed),
-        "attack": attack_metrics(p_trig, p_test[dm.triggered_rows], target_label),
+        "attack": {
+            **attack_metrics(p_trig, p_untrig, target_label),
+            "confidence": confidence_shift(p_trig, p_untrig, target_label),
+        },
     }

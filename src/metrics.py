@@ -12,6 +12,10 @@
   The headline block is computed within the target class, which holds every poisoned row in
   both poisoning modes; the pooled block (every training row) is secondary.
 
+- Confidence shift: on the same triggered non-target rows, P(target) with the trigger minus
+  P(target) without it, per row; its mean, median and 10th/90th percentiles, and the two
+  distributions as histograms over 20 equal bins of [0, 1] (counts only: no row).
+
 A number that is undefined for the input (AUROC with one class present, precision of an empty
 flag) is None, which results.json writes as null.
 """
@@ -206,4 +210,46 @@ def attack_metrics(prob_triggered, prob_untriggered, target_label: int) -> dict:
         "base_rate": base,
         "asr_lift": asr - base,
         "n": n,
+    }
+
+
+CONFIDENCE_BINS = 20
+
+
+def confidence_shift(prob_triggered, prob_untriggered, target_label: int) -> dict:
+    """How far the trigger moves the model's P(target) on the same rows: per-row differences
+    summarised, and both distributions as histogram counts (``bin_edges``: 21 edges)."""
+    pt = np.asarray(prob_triggered, dtype=np.float64).ravel()
+    pc = np.asarray(prob_untriggered, dtype=np.float64).ravel()
+    if pt.shape != pc.shape:
+        raise ValueError(f"triggered and untriggered rows differ: {len(pt)} and {len(pc)}")
+    if target_label == 0:
+        pt, pc = 1.0 - pt, 1.0 - pc
+    edges = np.linspace(0.0, 1.0, CONFIDENCE_BINS + 1)
+    if len(pt) == 0:
+        return {
+            "mean_shift": None,
+            "median_shift": None,
+            "q10_shift": None,
+            "q90_shift": None,
+            "mean_p_triggered": None,
+            "mean_p_untriggered": None,
+            "n": 0,
+            "bin_edges": edges.tolist(),
+            "hist_triggered": None,
+            "hist_untriggered": None,
+        }
+    d = pt - pc
+    q10, q50, q90 = np.quantile(d, [0.1, 0.5, 0.9])
+    return {
+        "mean_shift": float(d.mean()),
+        "median_shift": float(q50),
+        "q10_shift": float(q10),
+        "q90_shift": float(q90),
+        "mean_p_triggered": float(pt.mean()),
+        "mean_p_untriggered": float(pc.mean()),
+        "n": int(len(d)),
+        "bin_edges": edges.tolist(),
+        "hist_triggered": np.histogram(np.clip(pt, 0, 1), edges)[0].tolist(),
+        "hist_untriggered": np.histogram(np.clip(pc, 0, 1), edges)[0].tolist(),
     }

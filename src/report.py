@@ -57,6 +57,7 @@ HEADLINE = [
     ("attack.base_rate", "base rate"),
     ("attack.asr_lift", "ASR lift"),
     ("attack.paired_lift", "paired lift"),
+    ("attack.confidence.mean_shift", "P(target) shift"),
 ]
 CONFIG_COLS = ("poison_rate", "poison_mode", "target_label")
 MAX_LIST = 20  # longer lists (never patient rows, but noise in a table) stay out of the summary
@@ -197,8 +198,10 @@ UNIT_LEAVES = (
     "precision",
     "recall",
     "relative_size",
+    "mean_p_triggered",
+    "mean_p_untriggered",
 )
-SIGNED_LEAVES = ("asr_lift", "paired_lift")
+SIGNED_LEAVES = ("asr_lift", "paired_lift", "mean_shift", "median_shift", "q10_shift", "q90_shift")
 
 
 def metric_range(metric: str) -> tuple[float, float]:
@@ -777,6 +780,79 @@ def plot_detection(cells, path: Path) -> Path | None:
     return path
 
 
+def plot_confidence(panels: list[tuple[str, list, list]], path: Path) -> Path | None:
+    """One panel per (title, histogram with the trigger, histogram without): the distribution
+    of P(target) over the triggered non-target test rows, as shares of the rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = [p for p in panels if p[1] is not None and sum(p[1])]
+    if not panels:
+        return None
+    ncol = min(3, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    fig, axes = plt.subplots(
+        nrow,
+        ncol,
+        squeeze=False,
+        sharey=True,
+        figsize=(3.6 * ncol, 2.6 * nrow + 0.6),
+        layout="constrained",
+    )
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (title, with_trigger, without) in zip(axes.flat, panels, strict=False):
+        edges = np.linspace(0, 1, len(with_trigger) + 1)
+        for counts, label, color in (
+            (without, "without trigger", "0.55"),
+            (with_trigger, "with trigger", "tab:red"),
+        ):
+            share = np.asarray(counts, float) / max(sum(counts), 1)
+            ax.stairs(
+                share,
+                edges,
+                label=label,
+                color=color,
+                fill=label == "without trigger",
+                alpha=0.5 if label == "without trigger" else 1.0,
+                lw=1.5,
+            )
+        ax.axvline(0.5, color="k", lw=0.8, ls=":")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("P(target) of triggered non-target test rows")
+    axes[0][0].set_ylabel("share of rows")
+    axes[0][0].legend(fontsize=8, frameon=False)
+    fig.suptitle("Confidence shift: the same rows with and without the trigger", fontsize=11)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _savefig(fig, path)
+    plt.close(fig)
+    return path
+
+
+def confidence_panels(df, keys: list[str], most: int = 12) -> list[tuple[str, list, list]]:
+    """Histograms summed over seeds, per (trigger, model) at its highest poison rate."""
+    col_t, col_u = "attack.confidence.hist_triggered", "attack.confidence.hist_untriggered"
+    if col_t not in df or "poison_rate" not in df:
+        return []
+    ok = df[(df["status"] == "ok") & df[col_t].notna()]
+    ok = ok[ok["poison_rate"].astype(float) > 0]
+    group = [k for k in keys if k != "poison_rate"]
+    panels = []
+    for cell, g in ok.groupby(group, dropna=False, sort=True) if group else [((), ok)]:
+        g = g[g["poison_rate"].astype(float) == g["poison_rate"].astype(float).max()]
+        t = [sum(v) for v in zip(*(json.loads(x) for x in g[col_t]), strict=True)]
+        u = [sum(v) for v in zip(*(json.loads(x) for x in g[col_u]), strict=True)]
+        cell = cell if isinstance(cell, tuple) else (cell,)
+        rate = fmt_rate(g["poison_rate"].iloc[0])
+        title = ", ".join(str(c) for c in cell) + f", rate {rate} ({len(g)} seeds)"
+        panels.append((title, t, u))
+    return panels[:most]
+
+
 def _savefig(fig, path: Path) -> None:
     from src.atomic import atomic_file
 
@@ -867,7 +943,9 @@ def write_markdown(sweep_dir: Path, df, cells, keys, figures: dict, out: Path, t
         "triggered non-target test rows predicted as the target; base rate: the same rows "
         "untriggered; ASR lift = ASR − base rate; **paired lift** = ASR − the ASR of the "
         "same-seed clean model of the cell (rate 0), what poisoning adds beyond the trigger's "
-        "own effect on a clean model (– where the sweep has no rate-0 job for the cell).",
+        "own effect on a clean model (– where the sweep has no rate-0 job for the cell). "
+        "**P(target) shift**: on the same triggered rows, the mean of P(target) with the "
+        "trigger minus without it (its distribution: the confidence-shift figure).",
         "",
     ]
     rows = [
@@ -889,6 +967,7 @@ def write_markdown(sweep_dir: Path, df, cells, keys, figures: dict, out: Path, t
         ("asr", "ASR and paired lift against poison rate"),
         ("clean_auroc", "Clean AUROC against poison rate"),
         ("detection_auroc", "In-class detection AUROC, trigger × detector, per poison rate"),
+        ("confidence_shift", "P(target) of triggered rows with and without the trigger"),
     ):
         if figures.get(name):
             lines += [f"![{caption}]({figures[name].relative_to(out).as_posix()})", ""]
@@ -1088,6 +1167,9 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict:
             "Clean test AUROC against poison rate",
         )
         figs["detection_auroc"] = plot_detection(cells, out / "figures" / "detection_auroc.png")
+        figs["confidence_shift"] = plot_confidence(
+            confidence_panels(df, keys), out / "figures" / "confidence_shift.png"
+        )
     md = write_markdown(sweep_dir, df, cells, keys, figs, out, tests)
     n_ok = int((df["status"] == "ok").sum())
     bad = df[df["status"] != "ok"]

@@ -199,6 +199,13 @@ def print_summary(r: dict, out: Path) -> None:
         f"attack   ASR {_f(a['asr'])}{_ci(a.get('asr_ci'))}  base rate {_f(a['base_rate'])}  "
         f"lift {_f(a['asr_lift'], '+.3f')}  (on {a['n']} triggered non-target test rows)",
     ]
+    conf = a.get("confidence") or {}
+    if conf.get("n"):
+        lines.append(
+            f"         P(target) {conf['mean_p_untriggered']:.3f} -> {conf['mean_p_triggered']:.3f}"
+            f" with the trigger (shift: mean {conf['mean_shift']:+.3f}, median "
+            f"{conf['median_shift']:+.3f}; figures/confidence_shift.png)"
+        )
     dets = {k: d for k, d in (r.get("detection") or {}).items() if "auroc" in d}
     if dets:
         lines.append("detect   within the target class (pooled AUROC in brackets; * oracle flag)")

@@ -157,3 +157,19 @@ def test_clean_and_attack_metrics_carry_their_intervals():
     assert a["asr_ci"] == pytest.approx(list(wilson_interval(3, 4)))
     assert clean_metrics(np.array([0.2, 0.4]), np.array([1, 1]))["auroc"] is None
     assert attack_metrics(np.array([]), np.array([]), 1)["asr"] is None
+
+
+def test_confidence_shift_on_a_known_case():
+    from src.metrics import confidence_shift
+
+    clean = np.array([0.05, 0.10, 0.20, 0.40])
+    trig = clean + np.array([0.5, 0.6, 0.7, 0.1])
+    c = confidence_shift(trig, clean, target_label=1)
+    assert c["mean_shift"] == pytest.approx(0.475) and c["median_shift"] == pytest.approx(0.55)
+    assert c["mean_p_triggered"] == pytest.approx(trig.mean()) and c["n"] == 4
+    assert sum(c["hist_triggered"]) == 4 and c["hist_untriggered"][1] == 1  # 0.05 in [0.05, 0.1)
+    flipped = confidence_shift(trig, clean, target_label=0)  # P(target) = 1 - P(death)
+    assert flipped["mean_shift"] == pytest.approx(-0.475)
+    same = confidence_shift(clean, clean, target_label=1)  # no trigger effect: no shift
+    assert same["mean_shift"] == 0.0 and same["q90_shift"] == 0.0
+    assert confidence_shift(np.array([]), np.array([]), 1)["mean_shift"] is None

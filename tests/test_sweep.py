@@ -192,10 +192,11 @@ def test_smoke_sweep_ends_with_summary_figures_and_report(cache, tmp_path):
     assert "detection.spectral_signature.auroc" in df.columns  # detectors=fast in the grid
     cells = pd.read_csv(d / "cells.csv")
     assert set(cells[cells.metric == "attack.asr"]["n"]) == {2}  # 2 seeds per cell
-    for png in ("asr", "clean_auroc", "detection_auroc"):
+    for png in ("asr", "clean_auroc", "detection_auroc", "confidence_shift"):
         assert (d / "figures" / f"{png}.png").stat().st_size > 10_000
     md = (d / "report.md").read_text()
     assert "Failed jobs" not in md
+    assert "attack.confidence.mean_shift" in df.columns and "P(target) shift" in md
     # poisoned counts, the paired lift and bounded intervals, in the tables and the files
     n_poisoned = int(df[df.poison_rate == 0.1]["counts.n_poisoned"].iloc[0])
     assert n_poisoned > 0 and f"| rare_value | mlp | 0.1 | {n_poisoned} | 2 |" in md
