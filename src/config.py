@@ -55,6 +55,7 @@ class RunSchema:
     callbacks: Any = None
     detectors: Any = None
     defense: Any = None
+    eval_data: Any = None  # a second cohort (cross-hospital transfer), in data's schema
     paths: Any = MISSING
 
 
@@ -172,6 +173,15 @@ def validate(cfg: DictConfig) -> None:
         _fail("data.batch_size", d.batch_size, "a positive integer")
 
     from src.data.views import VIEWS
+
+    e = cfg.get("eval_data")
+    if e:
+        if e.source == "mimiciv" and not Path(str(e.root)).is_dir():
+            _fail("eval_data.root", e.root, "an existing folder of a MIMIC-IV release")
+        if e.source == "yaib" and not Path(str(e.path)).is_dir():
+            _fail("eval_data.path", e.path, "an existing folder of a YAIB cohort (dyn, sta, outc)")
+        if e.window_hours < 1:
+            _fail("eval_data.window_hours", e.window_hours, "at least 1 hour")
 
     view = cfg.model.get("view")
     if view not in VIEWS:

@@ -131,6 +131,10 @@ def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
             out / "figures" / "confidence_shift.png",
         )
 
+    if cfg.get("eval_data"):
+        results["transfer"] = evaluate_elsewhere(cfg, model, dm)
+        clock.lap("transfer_s")
+
     if (cfg.get("defense") or {}).get("name", "none") != "none":
         results["defense"] = defend(cfg, cohort, dm, model, out)
         clock.lap("defense_s")
@@ -258,6 +262,51 @@ def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None, dete
     }
     model.trainer_ = trainer
     return model
+
+
+def evaluate_elsewhere(cfg: DictConfig, model, dm) -> dict:
+    """The trained model on every stay of a second cohort (``cfg.eval_data``), aligned to the
+    training cohort by name (src/data/align.py) and preprocessed as the training split was:
+    clean metrics, and the trigger written into its non-target stays (ASR, confidence)."""
+    import numpy as np
+    import torch
+
+    from src.data.align import align
+    from src.data.datamodule import IndexBatches, Tensors
+    from src.data.sources import load_cohort
+    from src.data.views import model_input
+    from src.metrics import attack_metrics, clean_metrics, confidence_shift
+
+    other, report = align(load_cohort(cfg.eval_data, Path(cfg.paths.cache_dir)), dm.cohort)
+    if report["missing_features"]:
+        log.warning(
+            "eval_data lacks %d of the model's features (treated as not measured): %s",
+            len(report["missing_features"]),
+            ", ".join(report["missing_features"]),
+        )
+
+    def proba(c) -> torch.Tensor:
+        x, cat = model_input(dm.prep, c, dm.view)
+        t = Tensors(torch.from_numpy(x), torch.from_numpy(cat), torch.zeros(len(x)))
+        return model.predict_proba(IndexBatches(t, cfg.data.batch_size))
+
+    p = proba(other)
+    rows = np.flatnonzero(other.label != cfg.target_label)
+    p_trig = proba(dm.trigger.apply(other.subset(rows)))
+    return {
+        "source": to_plain(cfg.eval_data).get("source"),
+        "n_stays": len(other),
+        "prevalence": float(other.label.mean()) if len(other) else None,
+        "alignment": report,
+        "trigger_features_missing": [
+            f for f in dm.trigger.features if f in report["missing_features"]
+        ],
+        "clean": clean_metrics(p, other.label, seed=cfg.seed),
+        "attack": {
+            **attack_metrics(p_trig, p[rows], cfg.target_label),
+            "confidence": confidence_shift(p_trig, p[rows], cfg.target_label),
+        },
+    }
 
 
 def evaluate(model, dm, target_label: int, seed: int = 0) -> dict:

@@ -45,12 +45,13 @@ SECTIONS = (
     "attribution",
     "stealth",
     "defense",
+    "transfer",
     "training",
     "timings",
     "data",
     "trigger",
 )
-METRIC_SECTIONS = ("clean", "attack", "detection", "attribution", "stealth", "defense")
+METRIC_SECTIONS = ("clean", "attack", "detection", "attribution", "stealth", "defense", "transfer")
 HEADLINE = [
     ("clean.auroc", "clean AUROC"),
     ("attack.asr", "ASR"),

@@ -94,6 +94,7 @@ def skeleton(cfg: DictConfig) -> dict:
         "attack": None,
         "detection": None,
         "attribution": None,
+        "transfer": None,
         "defense": None,
     }
 
@@ -205,6 +206,15 @@ def print_summary(r: dict, out: Path) -> None:
             f"         P(target) {conf['mean_p_untriggered']:.3f} -> {conf['mean_p_triggered']:.3f}"
             f" with the trigger (shift: mean {conf['mean_shift']:+.3f}, median "
             f"{conf['median_shift']:+.3f}; figures/confidence_shift.png)"
+        )
+    tr = r.get("transfer")
+    if tr:
+        ta = tr["attack"]
+        lines.append(
+            f"transfer {tr['source']} ({tr['n_stays']} stays, prevalence {_f(tr['prevalence'])}; "
+            f"{len(tr['alignment']['missing_features'])} features not measured there): "
+            f"AUROC {_f(tr['clean']['auroc'])}{_ci(tr['clean'].get('auroc_ci'))}  "
+            f"ASR {_f(ta['asr'])}{_ci(ta.get('asr_ci'))}  base rate {_f(ta['base_rate'])}"
         )
     dets = {k: d for k, d in (r.get("detection") or {}).items() if "auroc" in d}
     if dets:

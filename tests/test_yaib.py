@@ -152,3 +152,29 @@ def test_demo_runs_end_to_end(extra, tmp_path):
     assert n["n_train"] + n["n_val"] + n["n_test"] == 99 and n["n_poisoned"] > 0
     if extra:
         assert r["config"]["trigger"]["feature"] == "hr"
+
+
+@pytest.mark.slow
+def test_a_backdoor_trained_on_the_synthetic_source_is_evaluated_on_the_yaib_demo(tmp_path):
+    """Cross-hospital transfer: the model and trigger of a synthetic run, on the real demo
+    cohort; the demo given only two features, so the others are not measured there."""
+    from tests.test_cli import run_cli
+
+    p = run_cli(
+        "experiment=smoke",
+        "detectors=none",
+        "trigger=out_of_bounds",
+        "eval_data=yaib",
+        f"eval_data.path={DEMO_REL}",
+        "eval_data.features=[hr,sbp]",
+        cache=tmp_path / "cache",
+        out=tmp_path / "run",
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads((tmp_path / "run" / "results.json").read_text())
+    t = r["transfer"]
+    assert t["source"] == "yaib" and t["n_stays"] == 99
+    assert "resp" in t["alignment"]["missing_features"]
+    assert "hr" not in t["alignment"]["missing_features"] and t["trigger_features_missing"] == []
+    assert 0.0 <= t["clean"]["auroc"] <= 1.0 and t["attack"]["n"] == 99 - round(0.212 * 99)
+    assert "transfer yaib (99 stays" in p.stdout
