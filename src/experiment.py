@@ -139,6 +139,53 @@ def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
         results["defense"] = defend(cfg, cohort, dm, model, out)
         clock.lap("defense_s")
 
+    log_final(getattr(model, "trainer_", None), results, out)
+
+
+FINAL_SECTIONS = ("clean", "attack", "detection", "attribution", "defense", "transfer")
+
+
+def log_final(trainer, results: dict, out: Path) -> None:
+    """Hand the run's final numbers to every logger of the fit (Lightning's): the config as
+    hyperparameters, each number of FINAL_SECTIONS as ``final/<path>``, and for TensorBoard the
+    run's figures as images; a tracker then shows what results.json holds."""
+    import math
+
+    from src.report import flatten
+
+    loggers = list(getattr(trainer, "loggers", None) or [])
+    if not loggers:
+        return
+    flat: dict = {}
+    for section in FINAL_SECTIONS:
+        if results.get(section) is not None:
+            flatten(results[section], section, flat)
+    metrics = {
+        "final/" + k.replace(".", "/"): float(v)
+        for k, v in flat.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+    params: dict = {}
+    flatten(results.get("config") or {}, "", params)
+    params = {k: v for k, v in params.items() if v is not None}
+    step = int(getattr(trainer, "global_step", 0))
+    for lg in loggers:
+        lg.log_hyperparams(params)
+        lg.log_metrics(metrics, step=step)
+        if type(lg).__name__ == "TensorBoardLogger":
+            _figures_to_tensorboard(lg.experiment, out / "figures", step)
+        lg.save()
+
+
+def _figures_to_tensorboard(writer, folder: Path, step: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for png in sorted(folder.glob("*.png")):
+        image = np.asarray(Image.open(png).convert("RGB"))
+        writer.add_image(f"figures/{png.stem}", image, step, dataformats="HWC")
+    writer.flush()
+
 
 def defend(cfg: DictConfig, cohort, dm, model, out: Path) -> dict:
     """Run ``cfg.defense`` on the fitted ``model``; the defense gets the retrain step as a

@@ -175,3 +175,24 @@ def test_the_summary_warns_when_the_test_set_is_too_small_to_rank(capsys, tmp_pa
     out = capsys.readouterr().out
     assert "warning  the clean AUROC's 95% interval is 0.50 wide: 2 deaths in 12" in out
     assert "ASR n/a" in out and "AUROC n/a (no poisoned rows)" in out
+
+
+@pytest.mark.slow
+def test_tensorboard_holds_the_runs_final_numbers_and_figures(cache, tmp_path):
+    """Read back with TensorBoard's own event reader: the final numbers equal results.json's."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    p = run_cli("experiment=smoke", "logger=[csv,tensorboard]", cache=cache, out=tmp_path / "run")
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads((tmp_path / "run" / "results.json").read_text())
+    ea = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0})
+    ea.Reload()
+    for tag, value in (
+        ("final/clean/auroc", r["clean"]["auroc"]),
+        ("final/attack/asr", r["attack"]["asr"]),
+        ("final/detection/spectral_signature/auroc", r["detection"]["spectral_signature"]["auroc"]),
+    ):
+        assert ea.Scalars(tag)[-1].value == pytest.approx(value, abs=1e-6), tag
+    assert "val_auroc" in ea.Tags()["scalars"]  # the per-epoch metrics too
+    assert "figures/confidence_shift" in ea.Tags()["images"]
+    assert (tmp_path / "run" / "csv" / "metrics.csv").is_file()  # both loggers at once
