@@ -56,6 +56,7 @@ class RunSchema:
     detectors: Any = None
     defense: Any = None
     eval_data: Any = None  # a second cohort (cross-hospital transfer), in data's schema
+    clean_run: str | None = None  # a finished clean run of this config: explainability drift
     paths: Any = MISSING
 
 

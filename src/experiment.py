@@ -131,6 +131,10 @@ def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
             out / "figures" / "confidence_shift.png",
         )
 
+    if cfg.poison_rate > 0:
+        results["drift"] = drift_against_clean(cfg, cohort, model, dm, out)
+        clock.lap("drift_s")
+
     if cfg.get("eval_data"):
         results["transfer"] = evaluate_elsewhere(cfg, model, dm)
         clock.lap("transfer_s")
@@ -309,6 +313,83 @@ def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None, dete
     }
     model.trainer_ = trainer
     return model
+
+
+def clean_checkpoint(cfg: DictConfig, out: Path) -> Path | None:
+    """The weights of this cell's clean model: ``clean_run`` (a finished run folder), or in a
+    sweep the finished job with the same overrides but poison_rate=0."""
+    import json
+
+    from src.sweep import is_multirun
+
+    def checkpoint(folder: Path) -> Path | None:
+        try:
+            r = json.loads((folder / "results.json").read_text())
+        except (OSError, ValueError):
+            return None
+        ckpt = (r.get("training") or {}).get("checkpoint")
+        ok = r.get("status") == "ok" and (r.get("config") or {}).get("poison_rate") == 0
+        return folder / ckpt if ok and ckpt and (folder / ckpt).is_file() else None
+
+    if cfg.get("clean_run"):
+        return checkpoint(Path(cfg.clean_run))
+    if not is_multirun():
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    mine = [o for o in HydraConfig.get().overrides.task if not o.startswith("poison_rate=")]
+    for results in sorted(out.parent.glob("*/results.json")):
+        try:
+            other = json.loads(results.read_text())["config"]["overrides"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if [o for o in other if not o.startswith("poison_rate=")] == mine:
+            found = checkpoint(results.parent)
+            if found is not None:
+                return found
+    return None
+
+
+def drift_against_clean(cfg: DictConfig, cohort, model, dm, out: Path) -> dict:
+    """Explainability drift (src/detectors/drift.py) between this model and the clean model of
+    its cell, on the same test rows; skipped, with the reason, when no clean model is found."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from src.detectors.drift import explanation_drift, feature_masks
+
+    ckpt = clean_checkpoint(cfg, out)
+    if ckpt is None:
+        return {
+            "skipped": "no finished clean model of this cell: give clean_run=<run folder of the "
+            "same config at poison_rate=0>, or sweep poison_rate=0 first (sequentially)"
+        }
+    cfg0 = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    cfg0.poison_rate = 0.0
+    dm0 = build_datamodule(cfg0, cohort)
+    clean = build_model(cfg0, dm0)
+    clean.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    clean.eval()
+    model.eval()
+
+    def inputs(d) -> dict:
+        test = d.data["test"].subset(d.triggered_rows)
+        trig = d.data["test_triggered"]
+        return {"clean": (test.x, test.cat), "triggered": (trig.x, trig.cat)}
+
+    c = dm.train_cohort
+    masks = feature_masks(dm.view, c.feature_names, c.n_hours, c.static_num_names, dm.cat_levels)
+    result = explanation_drift(
+        lambda x, k: model(x, k),
+        lambda x, k: clean(x, k),
+        inputs(dm),
+        inputs(dm0),
+        masks,
+        c.feature_names,
+        dm.trigger.features,
+        seed=cfg.seed,
+    )
+    return {"clean_checkpoint": str(ckpt), **result}
 
 
 def evaluate_elsewhere(cfg: DictConfig, model, dm) -> dict:

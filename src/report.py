@@ -46,12 +46,22 @@ SECTIONS = (
     "stealth",
     "defense",
     "transfer",
+    "drift",
     "training",
     "timings",
     "data",
     "trigger",
 )
-METRIC_SECTIONS = ("clean", "attack", "detection", "attribution", "stealth", "defense", "transfer")
+METRIC_SECTIONS = (
+    "clean",
+    "attack",
+    "detection",
+    "attribution",
+    "stealth",
+    "defense",
+    "transfer",
+    "drift",
+)
 HEADLINE = [
     ("clean.auroc", "clean AUROC"),
     ("attack.asr", "ASR"),

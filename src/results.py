@@ -94,6 +94,7 @@ def skeleton(cfg: DictConfig) -> dict:
         "attack": None,
         "detection": None,
         "attribution": None,
+        "drift": None,
         "transfer": None,
         "defense": None,
     }
