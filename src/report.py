@@ -1069,6 +1069,34 @@ def write_markdown(sweep_dir: Path, df, cells, keys, figures: dict, out: Path, t
                 "filter `paired_tests.csv` by `factor`, `a`, `b` and `context`.)",
                 "",
             ]
+    drift_cols = [
+        ("drift.clean.cosine", "cosine (untriggered)"),
+        ("drift.clean.spearman", "Spearman (untriggered)"),
+        ("drift.triggered.cosine", "cosine (triggered)"),
+        ("drift.triggered.spearman", "Spearman (triggered)"),
+        ("drift.triggered.top_k_rank_change", "top-5 rank change (triggered)"),
+    ]
+    have = set(cells["metric"]) if len(cells) else set()
+    if any(m in have for m, _ in drift_cols):
+        lines += [
+            "## Explainability drift",
+            "",
+            "Integrated Gradients of each poisoned model against the clean model of its cell "
+            "(the rate-0 job, same seed) on the same test rows: cosine of the attributions, "
+            "Spearman correlation of per-feature importance, and the rank change of the clean "
+            "model's top 5 features (`drift.*` in `cells.csv`, the trigger features' ranks in "
+            "`summary.csv`).",
+            "",
+        ]
+        rows = [
+            [
+                *(_show(k, v) for k, v in zip(keys, cell, strict=True)),
+                *(fmt_ci(stats.get(m)) for m, _ in drift_cols),
+            ]
+            for cell, stats in ordered
+            if any(m in stats for m, _ in drift_cols)
+        ]
+        lines += [md_table([*head, *(lab for _, lab in drift_cols)], rows), ""]
     stealth = sorted({m for m in cells["metric"] if m.startswith("stealth.")}) if len(cells) else []
     if stealth:
         lines += [

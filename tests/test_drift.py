@@ -92,3 +92,5 @@ def test_a_sequential_sweep_reports_drift_against_its_clean_job(tmp_path):
     for part in ("clean", "triggered"):
         assert -1.0 <= drift[part]["cosine"] <= 1.0 and 0.0 <= drift[part]["l1"] <= 2.0
         assert set(drift[part]["trigger_rank_poisoned"]) == {"resp"}
+    md = (d / "report.md").read_text()
+    assert "## Explainability drift" in md and "top-5 rank change (triggered)" in md
