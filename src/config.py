@@ -125,18 +125,9 @@ def validate(cfg: DictConfig) -> None:
     _validate_training(cfg)
 
     d = cfg.data
-    if d.source == "mimiciv" and not d.root:
-        _fail("data.root", d.root, "the folder of a MIMIC-IV release (holding hosp/ and icu/)")
-    if d.source == "yaib" and not d.path:
-        _fail("data.path", d.path, "the folder of a YAIB cohort (dyn, sta, outc parquet)")
-    if d.source == "mimiciv" and not Path(str(d.root)).is_dir():
-        _fail("data.root", d.root, "an existing folder of a MIMIC-IV release (hosp/, icu/)")
-    if d.source == "yaib" and not Path(str(d.path)).is_dir():
-        _fail("data.path", d.path, "an existing folder of a YAIB cohort (dyn, sta, outc)")
+    _validate_source(d, "data")
     if d.n_stays < 10:
         _fail("data.n_stays", d.n_stays, "at least 10 stays")
-    if d.window_hours < 1:
-        _fail("data.window_hours", d.window_hours, "at least 1 hour")
     if d.source == "synthetic":
         from src.data.mimiciv.synthetic import HORIZON_HOURS
 
@@ -151,7 +142,6 @@ def validate(cfg: DictConfig) -> None:
         _fail("data.min_age", d.min_age, "an age in years in [0, 120]")
     if d.min_stay_hours < 0:
         _fail("data.min_stay_hours", d.min_stay_hours, "a number of hours >= 0")
-    features, _ = _known_names(d)
     if d.get("features") is not None:
         fs = list(d.features)
         if not fs or len(set(fs)) != len(fs):
@@ -175,14 +165,8 @@ def validate(cfg: DictConfig) -> None:
 
     from src.data.views import VIEWS
 
-    e = cfg.get("eval_data")
-    if e:
-        if e.source == "mimiciv" and not Path(str(e.root)).is_dir():
-            _fail("eval_data.root", e.root, "an existing folder of a MIMIC-IV release")
-        if e.source == "yaib" and not Path(str(e.path)).is_dir():
-            _fail("eval_data.path", e.path, "an existing folder of a YAIB cohort (dyn, sta, outc)")
-        if e.window_hours < 1:
-            _fail("eval_data.window_hours", e.window_hours, "at least 1 hour")
+    if cfg.get("eval_data"):
+        _validate_source(cfg.eval_data, "eval_data")
 
     view = cfg.model.get("view")
     if view not in VIEWS:
@@ -194,6 +178,21 @@ def validate(cfg: DictConfig) -> None:
 
 
 MAX_SEED = 2**32 - 1
+
+
+def _validate_source(d, key: str) -> None:
+    """The data source's folder exists, and its window is at least an hour (``key``: data or
+    eval_data, which share the schema)."""
+    if d.source == "mimiciv" and not d.root:
+        _fail(f"{key}.root", d.root, "the folder of a MIMIC-IV release (holding hosp/ and icu/)")
+    if d.source == "yaib" and not d.path:
+        _fail(f"{key}.path", d.path, "the folder of a YAIB cohort (dyn, sta, outc parquet)")
+    if d.source == "mimiciv" and not Path(str(d.root)).is_dir():
+        _fail(f"{key}.root", d.root, "an existing folder of a MIMIC-IV release (hosp/, icu/)")
+    if d.source == "yaib" and not Path(str(d.path)).is_dir():
+        _fail(f"{key}.path", d.path, "an existing folder of a YAIB cohort (dyn, sta, outc)")
+    if d.window_hours < 1:
+        _fail(f"{key}.window_hours", d.window_hours, "at least 1 hour")
 
 
 def _validate_training(cfg: DictConfig) -> None:
