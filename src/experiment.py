@@ -155,6 +155,8 @@ def log_final(trainer, results: dict, out: Path) -> None:
     run's figures as images; a tracker then shows what results.json holds."""
     import math
 
+    from lightning.pytorch.loggers import TensorBoardLogger
+
     from src.report import flatten
 
     loggers = list(getattr(trainer, "loggers", None) or [])
@@ -176,7 +178,7 @@ def log_final(trainer, results: dict, out: Path) -> None:
     for lg in loggers:
         lg.log_hyperparams(params)
         lg.log_metrics(metrics, step=step)
-        if type(lg).__name__ == "TensorBoardLogger":
+        if isinstance(lg, TensorBoardLogger):
             _figures_to_tensorboard(lg.experiment, out / "figures", step)
         lg.save()
 
@@ -322,29 +324,31 @@ def clean_checkpoint(cfg: DictConfig, out: Path) -> Path | None:
 
     from src.sweep import is_multirun
 
-    def checkpoint(folder: Path) -> Path | None:
+    def read(folder: Path) -> dict:
         try:
-            r = json.loads((folder / "results.json").read_text())
+            return json.loads((folder / "results.json").read_text())
         except (OSError, ValueError):
-            return None
+            return {}
+
+    def checkpoint(folder: Path, r: dict) -> Path | None:
         ckpt = (r.get("training") or {}).get("checkpoint")
         ok = r.get("status") == "ok" and (r.get("config") or {}).get("poison_rate") == 0
         return folder / ckpt if ok and ckpt and (folder / ckpt).is_file() else None
 
+    def without_rate(overrides) -> list:
+        return [o for o in overrides or [] if not o.startswith("poison_rate=")]
+
     if cfg.get("clean_run"):
-        return checkpoint(Path(cfg.clean_run))
+        return checkpoint(Path(cfg.clean_run), read(Path(cfg.clean_run)))
     if not is_multirun():
         return None
     from hydra.core.hydra_config import HydraConfig
 
-    mine = [o for o in HydraConfig.get().overrides.task if not o.startswith("poison_rate=")]
-    for results in sorted(out.parent.glob("*/results.json")):
-        try:
-            other = json.loads(results.read_text())["config"]["overrides"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if [o for o in other if not o.startswith("poison_rate=")] == mine:
-            found = checkpoint(results.parent)
+    mine = without_rate(HydraConfig.get().overrides.task)
+    for folder in sorted(p.parent for p in out.parent.glob("*/results.json")):
+        r = read(folder)
+        if without_rate((r.get("config") or {}).get("overrides")) == mine:
+            found = checkpoint(folder, r)
             if found is not None:
                 return found
     return None
@@ -403,7 +407,7 @@ def evaluate_elsewhere(cfg: DictConfig, model, dm) -> dict:
     from src.data.datamodule import IndexBatches, Tensors
     from src.data.sources import load_cohort
     from src.data.views import model_input
-    from src.metrics import attack_metrics, clean_metrics, confidence_shift
+    from src.metrics import attack_report, clean_metrics
 
     other, report = align(load_cohort(cfg.eval_data, Path(cfg.paths.cache_dir)), dm.cohort)
     if report["missing_features"]:
@@ -430,25 +434,18 @@ def evaluate_elsewhere(cfg: DictConfig, model, dm) -> dict:
             f for f in dm.trigger.features if f in report["missing_features"]
         ],
         "clean": clean_metrics(p, other.label, seed=cfg.seed),
-        "attack": {
-            **attack_metrics(p_trig, p[rows], cfg.target_label),
-            "confidence": confidence_shift(p_trig, p[rows], cfg.target_label),
-        },
+        "attack": attack_report(p_trig, p[rows], cfg.target_label),
     }
 
 
 def evaluate(model, dm, target_label: int, seed: int = 0) -> dict:
     """Clean metrics on the clean test set; ASR and base rate on its non-target rows (with
     intervals over test rows: the AUROC's bootstrap is seeded with ``seed``)."""
-    from src.metrics import attack_metrics, clean_metrics, confidence_shift
+    from src.metrics import attack_report, clean_metrics
 
     p_test = model.predict_proba(dm.loader("test"))
     p_trig = model.predict_proba(dm.loader("test_triggered"))
-    p_untrig = p_test[dm.triggered_rows]
     return {
         "clean": clean_metrics(p_test, dm.data["test"].y, seed=seed),
-        "attack": {
-            **attack_metrics(p_trig, p_untrig, target_label),
-            "confidence": confidence_shift(p_trig, p_untrig, target_label),
-        },
+        "attack": attack_report(p_trig, p_test[dm.triggered_rows], target_label),
     }

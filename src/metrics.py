@@ -253,3 +253,12 @@ def confidence_shift(prob_triggered, prob_untriggered, target_label: int) -> dic
         "hist_triggered": np.histogram(np.clip(pt, 0, 1), edges)[0].tolist(),
         "hist_untriggered": np.histogram(np.clip(pc, 0, 1), edges)[0].tolist(),
     }
+
+
+def attack_report(prob_triggered, prob_untriggered, target_label: int) -> dict:
+    """The attack block of results.json: ASR, base rate and lift, with the confidence shift of
+    the same rows."""
+    return {
+        **attack_metrics(prob_triggered, prob_untriggered, target_label),
+        "confidence": confidence_shift(prob_triggered, prob_untriggered, target_label),
+    }
