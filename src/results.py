@@ -147,12 +147,7 @@ def strict_json(o):
 
 
 def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
+    """What strict_json leaves that json cannot write (numpy values it has already unwrapped)."""
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")

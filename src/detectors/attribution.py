@@ -20,8 +20,6 @@ from src.detectors.base import DetectorInputs, require
 def trigger_attribution(
     inputs: DetectorInputs, n_rows: int = 256, n_steps: int = 32, internal_batch_size: int = 4096
 ) -> dict:
-    from captum.attr import IntegratedGradients
-
     require(
         inputs,
         "attribution",
@@ -39,8 +37,6 @@ def trigger_attribution(
     rows = torch.randperm(len(inputs.test_x), generator=g)[:n_rows]
     if len(rows) == 0:
         return {"skipped": "no test rows whose label is not the target"}
-    ig = IntegratedGradients(inputs.forward)
-    ig.gradient_func = batch_gradients
     out = {"n_rows": int(len(rows)), "n_steps": n_steps, "column_share": float(cols.float().mean())}
     for name, x, cat in (
         ("triggered", inputs.triggered_x, inputs.triggered_cat),
@@ -48,7 +44,7 @@ def trigger_attribution(
     ):
         tar = torch.cat(
             [
-                _tar(ig, x[part].float(), cat[part], cols, n_steps, internal_batch_size)
+                _tar(inputs.forward, x[part], cat[part], cols, n_steps, internal_batch_size)
                 for part in torch.split(rows, ROW_CHUNK)
             ]
         )
@@ -61,17 +57,32 @@ def trigger_attribution(
 ROW_CHUNK = 2048  # rows per IG call: their scaled copies (x n_steps) stay small in memory
 
 
-def _tar(ig, xb, cb, cols, n_steps: int, internal_batch_size: int) -> torch.Tensor:
-    """Per row: the share of |IG attribution| on the trigger's columns."""
+def integrated_gradients(
+    forward, x: torch.Tensor, cat: torch.Tensor, n_steps: int = 32, internal_batch_size=None
+) -> torch.Tensor:
+    """Captum's Integrated Gradients of ``forward`` (one logit per row) at ``x``, from the zero
+    baseline (the training mean of every standardised value, "not measured" for indicators),
+    with one backward pass per batch (``batch_gradients``)."""
+    from captum.attr import IntegratedGradients
+
+    ig = IntegratedGradients(forward)
+    ig.gradient_func = batch_gradients
+    x = x.float()
     with torch.enable_grad():
         a = ig.attribute(
-            xb,
-            baselines=torch.zeros_like(xb),
-            additional_forward_args=(cb,),
+            x,
+            baselines=torch.zeros_like(x),
+            additional_forward_args=(cat,),
             n_steps=n_steps,
             internal_batch_size=internal_batch_size,
         )
-    mass = a.detach().abs().flatten(1)
+    return a.detach()
+
+
+def _tar(forward, xb, cb, cols, n_steps: int, internal_batch_size: int) -> torch.Tensor:
+    """Per row: the share of |IG attribution| on the trigger's columns."""
+    a = integrated_gradients(forward, xb, cb, n_steps, internal_batch_size)
+    mass = a.abs().flatten(1)
     return mass[:, cols.flatten()].sum(1) / mass.sum(1).clamp(min=1e-12)
 
 

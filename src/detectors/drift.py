@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from src.detectors.attribution import integrated_gradients
+
 
 def feature_masks(view: str, feature_names, n_hours, static_num_names, levels) -> np.ndarray:
     """[F, columns]: for each series feature, the input columns that carry it."""
@@ -34,21 +36,8 @@ def feature_masks(view: str, feature_names, n_hours, static_num_names, levels) -
     )
 
 
-def integrated_gradients(forward, x, cat, n_steps: int = 32) -> np.ndarray:
-    from captum.attr import IntegratedGradients
-
-    from src.detectors.attribution import batch_gradients
-
-    ig = IntegratedGradients(forward)
-    ig.gradient_func = batch_gradients
-    with torch.enable_grad():
-        a = ig.attribute(
-            x.float(),
-            baselines=torch.zeros_like(x.float()),
-            additional_forward_args=(cat,),
-            n_steps=n_steps,
-        )
-    return a.detach().flatten(1).double().numpy()
+def _flat(a: torch.Tensor) -> np.ndarray:
+    return a.flatten(1).double().numpy()
 
 
 def _ranks(importance: np.ndarray) -> np.ndarray:
@@ -116,7 +105,7 @@ def explanation_drift(
     for name in ("clean", "triggered"):
         xp, cp = poisoned_inputs[name]
         xc, cc = clean_inputs[name]
-        a_p = integrated_gradients(poisoned_forward, xp[rows], cp[rows], n_steps)
-        a_c = integrated_gradients(clean_forward, xc[rows], cc[rows], n_steps)
+        a_p = _flat(integrated_gradients(poisoned_forward, xp[rows], cp[rows], n_steps))
+        a_c = _flat(integrated_gradients(clean_forward, xc[rows], cc[rows], n_steps))
         out[name] = compare(a_p, a_c, masks, feature_names, trigger_features)
     return out

@@ -207,13 +207,10 @@ def _que_norm(s: torch.Tensor, alpha: float) -> float:
 
 
 def que_scores(
-    w: torch.Tensor, alpha: float, s: torch.Tensor | None = None, out: torch.Tensor | None = None
+    w: torch.Tensor, alpha: float, s: torch.Tensor, out: torch.Tensor | None = None
 ) -> np.ndarray:
-    """tau_i = w_i^T Q w_i / tr(Q) with Q = exp(alpha (S - I) / (||S|| - 1)), S = cov(w) (given,
-    or computed from ``w``); ``out``: an [n, k] buffer for w Q."""
-    if s is None:
-        wc = w.double() - w.double().mean(0)
-        s = wc.T @ wc / len(w)
+    """tau_i = w_i^T Q w_i / tr(Q) with Q = exp(alpha (S - I) / (||S|| - 1)), S = cov(w), known
+    from the moments without a pass over w; ``out``: an [n, k] buffer for w Q."""
     q = _que_matrix(s, alpha)
     wq = torch.matmul(w, q.to(w.dtype), out=out)
     return (torch.einsum("ij,ij->i", wq, w).double() / torch.trace(q)).numpy()
