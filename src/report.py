@@ -36,22 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Sections of results.json flattened into the summary ("data" is the cohort summary).
-SECTIONS = (
-    "counts",
-    "clean",
-    "attack",
-    "detection",
-    "attribution",
-    "stealth",
-    "defense",
-    "transfer",
-    "drift",
-    "training",
-    "timings",
-    "data",
-    "trigger",
-)
+# Sections of results.json whose numbers are outcomes (cells.csv, the tables), and all the
+# sections flattened into the summary ("data" is the cohort summary), in the summary's order.
 METRIC_SECTIONS = (
     "clean",
     "attack",
@@ -62,6 +48,7 @@ METRIC_SECTIONS = (
     "transfer",
     "drift",
 )
+SECTIONS = ("counts", *METRIC_SECTIONS, "training", "timings", "data", "trigger")
 HEADLINE = [
     ("clean.auroc", "clean AUROC"),
     ("attack.asr", "ASR"),
@@ -707,9 +694,7 @@ def plot_vs_rate(
         title_fontsize=9,
         frameon=False,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
     _savefig(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -785,9 +770,7 @@ def plot_detection(cells, path: Path) -> Path | None:
     cb = fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.05, pad=0.02, aspect=30)
     cb.set_label("in-class detection AUROC (0.5: chance; < 0.5: reversed)")
     fig.suptitle("Detection AUROC within the target class, mean over seeds", fontsize=11)
-    path.parent.mkdir(parents=True, exist_ok=True)
     _savefig(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -838,9 +821,7 @@ def plot_confidence(panels: list[tuple[str, list, list]], path: Path) -> Path | 
     axes[0][0].set_ylabel("share of rows")
     axes[0][0].legend(fontsize=8, frameon=False)
     fig.suptitle("Confidence shift: the same rows with and without the trigger", fontsize=11)
-    path.parent.mkdir(parents=True, exist_ok=True)
     _savefig(fig, path)
-    plt.close(fig)
     return path
 
 
@@ -865,10 +846,14 @@ def confidence_panels(df, keys: list[str], most: int = 12) -> list[tuple[str, li
 
 
 def _savefig(fig, path: Path) -> None:
+    """Write the figure atomically (its folder made as needed), then release it."""
+    import matplotlib.pyplot as plt
+
     from src.atomic import atomic_file
 
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png", dpi=130, bbox_inches="tight")
+    plt.close(fig)
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -1007,7 +992,7 @@ def write_markdown(sweep_dir: Path, df, cells, keys, figures: dict, out: Path, t
         ]
         rows = []
         for cell, stats in ordered:
-            if "poison_rate" in keys and float(cell[keys.index("poison_rate")]) == 0:
+            if _unpoisoned(keys, cell):
                 continue
             rows.append(
                 [
@@ -1111,7 +1096,7 @@ def write_markdown(sweep_dir: Path, df, cells, keys, figures: dict, out: Path, t
                 *(fmt_ci(stats.get(m)) for m in stealth),
             ]
             for cell, stats in ordered
-            if not ("poison_rate" in keys and float(cell[keys.index("poison_rate")]) == 0)
+            if not _unpoisoned(keys, cell)
         ]
         lines += [md_table([*head, *(m.removeprefix("stealth.") for m in stealth)], rows), ""]
     lines += [
@@ -1127,6 +1112,11 @@ def write_markdown(sweep_dir: Path, df, cells, keys, figures: dict, out: Path, t
     path = out / "report.md"
     _write_text(path, "\n".join(lines))
     return path
+
+
+def _unpoisoned(keys: list[str], cell: tuple) -> bool:
+    """A cell at poison rate 0: no detection or stealth numbers belong to it."""
+    return "poison_rate" in keys and float(cell[keys.index("poison_rate")]) == 0
 
 
 def _fmt_p(p) -> str:
