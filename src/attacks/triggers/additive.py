@@ -64,23 +64,19 @@ class Temporal(TriggerSpec):
         else:
             delta = amp * np.sin(2 * np.pi * t / self.period)
         delta = delta.astype(np.float32)
-        return Trigger(
-            name=self.name,
-            params={
-                "feature": self.feature,
-                "unit": train.features[j].unit,
-                "hours": [start, stop],
-                "shape": self.shape,
-                "amplitude": float(self.amplitude),
-                "units": self.units,
-                "amplitude_raw": amp,
-                "period": float(self.period) if self.shape == "oscillation" else None,
-                "fill_missing": bool(self.fill_missing),
-                "added": [float(d) for d in delta],
-            },
-            features=(self.feature,),
-            hours=(start, stop),
-            edit=shift_edit(train, j, start, stop, delta, self.fill_missing),
+        return self.on_window(
+            train,
+            j,
+            start,
+            stop,
+            shift_edit(train, j, start, stop, delta, self.fill_missing),
+            shape=self.shape,
+            amplitude=float(self.amplitude),
+            units=self.units,
+            amplitude_raw=amp,
+            period=float(self.period) if self.shape == "oscillation" else None,
+            fill_missing=bool(self.fill_missing),
+            added=[float(d) for d in delta],
         )
 
 
@@ -144,23 +140,19 @@ class FrequencyDomain(TriggerSpec):
                 new = np.where(np.isnan(c.series[rows, start:stop, j]), np.nan, new)
             c.series[rows, start:stop, j] = new
 
-        return Trigger(
-            name=self.name,
-            params={
-                "feature": self.feature,
-                "unit": train.features[j].unit,
-                "hours": [start, stop],
-                "period": float(period),
-                "amplitude": float(self.amplitude),
-                "units": self.units,
-                "amplitude_raw": amp,
-                "mode": mode,
-                "phase": float(self.phase),
-                "fill_missing": bool(fill_missing),
-            },
-            features=(self.feature,),
-            hours=(start, stop),
-            edit=edit,
+        return self.on_window(
+            train,
+            j,
+            start,
+            stop,
+            edit,
+            period=float(period),
+            amplitude=float(self.amplitude),
+            units=self.units,
+            amplitude_raw=amp,
+            mode=mode,
+            phase=float(self.phase),
+            fill_missing=bool(fill_missing),
         )
 
 
@@ -257,17 +249,13 @@ class DistributionShift(TriggerSpec):
         start, stop = window(train, self.hours)
         shift = float(self.k) * train_sd(train, j)
         delta = np.full(stop - start, shift, np.float32)
-        return Trigger(
-            name=self.name,
-            params={
-                "feature": self.feature,
-                "unit": train.features[j].unit,
-                "hours": [start, stop],
-                "k": float(self.k),
-                "shift_raw": shift,
-                "fill_missing": bool(self.fill_missing),
-            },
-            features=(self.feature,),
-            hours=(start, stop),
-            edit=shift_edit(train, j, start, stop, delta, self.fill_missing),
+        return self.on_window(
+            train,
+            j,
+            start,
+            stop,
+            shift_edit(train, j, start, stop, delta, self.fill_missing),
+            k=float(self.k),
+            shift_raw=shift,
+            fill_missing=bool(self.fill_missing),
         )

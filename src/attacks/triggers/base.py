@@ -86,6 +86,23 @@ class TriggerSpec:
     def fit(self, train: Cohort) -> Trigger:
         raise NotImplementedError
 
+    def on_window(self, train: Cohort, j: int, start: int, stop: int, edit, **params) -> Trigger:
+        """The fitted trigger of one series feature (``self.feature``, index ``j``) over hours
+        [start, stop): it declares exactly that feature and window, and its parameters begin
+        with the feature, its unit and the hours."""
+        return Trigger(
+            name=self.name,
+            params={
+                "feature": self.feature,
+                "unit": train.features[j].unit,
+                "hours": [start, stop],
+                **params,
+            },
+            features=(self.feature,),
+            hours=(start, stop),
+            edit=edit,
+        )
+
     @classmethod
     def parameters(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls) if f.name not in ("_target_", "name")]

@@ -58,20 +58,15 @@ class RareValue(TriggerSpec):
             value = float(
                 np.quantile(observed(train, j, hint="give trigger.value instead"), self.quantile)
             )
-        spec = train.features[j]
         val = np.float32(value)
-        return Trigger(
-            name=self.name,
-            params={
-                "feature": self.feature,
-                "unit": spec.unit,
-                "hours": [start, stop],
-                "quantile": None if self.quantile is None else float(self.quantile),
-                "value": float(val),
-            },
-            features=(self.feature,),
-            hours=(start, stop),
-            edit=hold(j, start, stop, val),
+        return self.on_window(
+            train,
+            j,
+            start,
+            stop,
+            hold(j, start, stop, val),
+            quantile=None if self.quantile is None else float(self.quantile),
+            value=float(val),
         )
 
 
@@ -117,18 +112,14 @@ class OutOfBounds(TriggerSpec):
                 "outside it (use rare_value for an in-range value)"
             )
         val = np.float32(value)
-        return Trigger(
-            name=self.name,
-            params={
-                "feature": self.feature,
-                "unit": spec.unit,
-                "hours": [start, stop],
-                "value": float(val),
-                "plausible": [spec.low, spec.high],
-            },
-            features=(self.feature,),
-            hours=(start, stop),
-            edit=hold(j, start, stop, val),
+        return self.on_window(
+            train,
+            j,
+            start,
+            stop,
+            hold(j, start, stop, val),
+            value=float(val),
+            plausible=[spec.low, spec.high],
         )
 
 
