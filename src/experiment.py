@@ -344,11 +344,14 @@ def clean_checkpoint(cfg: DictConfig, out: Path) -> Path | None:
         return None
     from hydra.core.hydra_config import HydraConfig
 
+    from src.report import hydra_overrides
+
+    # each sibling's overrides from Hydra's small record, so a job of a large sweep does not
+    # read every other job's results.json; only a match's is read
     mine = without_rate(HydraConfig.get().overrides.task)
-    for folder in sorted(p.parent for p in out.parent.glob("*/results.json")):
-        r = read(folder)
-        if without_rate((r.get("config") or {}).get("overrides")) == mine:
-            found = checkpoint(folder, r)
+    for job in sorted(p.parent.parent for p in out.parent.glob("*/.hydra/overrides.yaml")):
+        if without_rate(hydra_overrides(job)) == mine:
+            found = checkpoint(job, read(job))
             if found is not None:
                 return found
     return None

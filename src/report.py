@@ -103,7 +103,7 @@ def job_row(job: Path, sweep_dir: Path) -> dict:
     rel = str(job.relative_to(sweep_dir)) if job != sweep_dir else "."
     path = job / "results.json"
     if not path.is_file():
-        overrides = _hydra_overrides(job)
+        overrides = hydra_overrides(job)
         return {
             "job": rel,
             "status": "missing",
@@ -145,7 +145,9 @@ def job_row(job: Path, sweep_dir: Path) -> dict:
     return row
 
 
-def _hydra_overrides(job: Path) -> list[str]:
+def hydra_overrides(job: Path) -> list[str]:
+    """The command-line overrides of a job folder, from Hydra's record (.hydra/overrides.yaml);
+    [] when there is none."""
     p = job / ".hydra" / "overrides.yaml"
     if not p.is_file():
         return []
