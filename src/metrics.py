@@ -170,15 +170,14 @@ def bootstrap_auroc_interval(
 
 
 def clean_metrics(prob, y, seed: int = 0) -> dict:
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     prob, y = torch.as_tensor(prob).float(), torch.as_tensor(y).long()
-    two = _both_classes(y.numpy().astype(bool))
-    ci = bootstrap_auroc_interval(prob.numpy(), y.numpy(), seed=seed) if two else None
+    p, t = prob.numpy(), y.numpy()
+    auroc = rank_auroc(p, t)
+    ci = bootstrap_auroc_interval(p, t, seed=seed) if auroc is not None else None
     return {
-        "auroc": float(roc_auc_score(y.numpy(), prob.numpy())) if two else None,
+        "auroc": auroc,
         "auroc_ci": list(ci) if ci else None,
-        "auprc": float(average_precision_score(y.numpy(), prob.numpy())) if two else None,
+        "auprc": average_precision(p, t),
         "accuracy": float(binary_accuracy(prob, y, threshold=THRESHOLD)) if len(y) else None,
         "ece": float(binary_calibration_error(prob, y, n_bins=15)) if len(y) else None,
         "n": len(y),
