@@ -77,7 +77,7 @@ class DataSchema:
     source: DataSource = DataSource.synthetic
     root: str | None = None  # MIMIC-IV root (hosp/, icu/); for synthetic: unused
     path: str | None = None  # YAIB cohort folder (dyn/sta/outc parquet)
-    n_stays: int = 6000  # synthetic: stays generated before exclusions
+    n_stays: int = 58000  # synthetic: stays generated before exclusions
     seed: int = 0  # synthetic generator seed (the data), independent of the run seed
     window_hours: int = 24
     min_stay_hours: int = 30

@@ -111,10 +111,10 @@ def test_help_answers_fast():
 @pytest.mark.slow
 def test_a_cohort_too_small_to_rank_is_refused_with_its_counts(tmp_path):
     p = run_cli(
-        "experiment=smoke", "data.n_stays=50", cache=tmp_path / "cache", out=tmp_path / "run"
+        "experiment=smoke", "data.n_stays=40", cache=tmp_path / "cache", out=tmp_path / "run"
     )
     assert p.returncode == 1
-    assert "deaths and" in p.stderr and "raise data.n_stays (now 50)" in p.stderr
+    assert "deaths and" in p.stderr and "raise data.n_stays (now 40)" in p.stderr
     r = json.loads((tmp_path / "run" / "results.json").read_text())
     assert r["status"] == "failed" and r["clean"] is None
 

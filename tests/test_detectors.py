@@ -201,6 +201,15 @@ def test_strip_is_seeded():
     np.testing.assert_array_equal(strip(inputs).scores, strip(inputs).scores)
 
 
+def test_strip_scores_do_not_depend_on_the_chunk_size():
+    # the blend is built in place chunk by chunk; the pool draws and the entropies must be the
+    # ones a single chunk gives (equal up to float32 rounding of the model across batch sizes)
+    inputs, _ = strip_inputs(separable=True)
+    whole = strip(inputs, chunk=10**7).scores
+    for chunk in (16, 1000, 4096):
+        np.testing.assert_allclose(strip(inputs, chunk=chunk).scores, whole, rtol=1e-6, atol=1e-7)
+
+
 def test_strip_without_a_model_says_what_is_missing():
     inputs, _ = planted_features(separable=True)
     with pytest.raises(DetectorInputError, match="predict"):

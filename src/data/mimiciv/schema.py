@@ -63,8 +63,8 @@ def _le(*itemids: int, uom: str) -> tuple[Source, ...]:
 
 F_TO_C = dict(mult=1 / 1.8, add=-32 / 1.8)  # (F - 32) / 1.8
 
-# Time-varying concepts, in the order the Cohort's feature axis uses by default.
-CONCEPTS: tuple[Concept, ...] = (
+# Vitals, the common labs and urine output.
+_CORE: tuple[Concept, ...] = (
     # vitals (icu/chartevents, by stay_id)
     Concept("hr", "heart rate", "bpm", "vital", 0, 300, _ce(220045, uom="bpm")),
     Concept(
@@ -197,11 +197,9 @@ STATIC_CAT_COLUMNS = [
     ("insurance", "admissions", "insurance"),
 ]
 
-# The rest of the ricu / YAIB lab concepts (YAIB's Mortality24 cohorts carry all of them). Not
-# extracted by default (``features: null`` keeps the set above, which the synthetic generator
-# writes); name them in ``data.features`` to extract them from real MIMIC-IV. They also give YAIB
-# cohorts their units and plausible ranges.
-EXTRA_CONCEPTS: tuple[Concept, ...] = (
+# The rest of the ricu / YAIB lab concepts: YAIB's Mortality24 cohorts carry all 48, so the
+# default set does too (the synthetic generator writes every one of them).
+_MORE_LABS: tuple[Concept, ...] = (
     Concept("alp", "alkaline phosphatase", "IU/L", "lab", 0, None, _le(50863, uom="IU/L")),
     Concept("alt", "alanine aminotransferase", "IU/L", "lab", 0, None, _le(50861, uom="IU/L")),
     Concept("ast", "aspartate aminotransferase", "IU/L", "lab", 0, None, _le(50878, uom="IU/L")),
@@ -235,17 +233,14 @@ EXTRA_CONCEPTS: tuple[Concept, ...] = (
     Concept("tnt", "troponin t", "ng/mL", "lab", 0, None, _le(51003, uom="ng/mL")),
 )
 
-CONCEPT_BY_NAME = {c.name: c for c in CONCEPTS + EXTRA_CONCEPTS}
+# Time-varying concepts, in the order the Cohort's feature axis uses by default (YAIB's 48).
+CONCEPTS: tuple[Concept, ...] = _CORE + _MORE_LABS
+CONCEPT_BY_NAME = {c.name: c for c in CONCEPTS}
 
 
 def concept_names() -> list[str]:
-    """The default feature set (``features: null``)."""
+    """The default feature set (``features: null``): every concept ``data.features`` may name."""
     return [c.name for c in CONCEPTS]
-
-
-def all_concept_names() -> list[str]:
-    """Every concept ``data.features`` may name: the default set, then the extra labs."""
-    return [c.name for c in CONCEPTS + EXTRA_CONCEPTS]
 
 
 def select_concepts(names: list[str] | tuple[str, ...] | None) -> list[Concept]:
@@ -257,7 +252,7 @@ def select_concepts(names: list[str] | tuple[str, ...] | None) -> list[Concept]:
     if unknown:
         raise KeyError(
             f"unknown feature concept(s) {', '.join(map(repr, unknown))}; "
-            f"available: {', '.join(all_concept_names())}"
+            f"available: {', '.join(concept_names())}"
         )
     if len(set(names)) != len(names):
         raise ValueError(f"feature concepts listed twice: {names}")

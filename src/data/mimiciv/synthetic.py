@@ -28,47 +28,77 @@ from pathlib import Path
 
 import numpy as np
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 HORIZON_HOURS = 48  # measurements are generated for the first 48 ICU hours of each stay
 CHUNK_STAYS = 10_000  # measurements are generated and written this many stays at a time
 
 # --- feature model -------------------------------------------------------------------------
 # name: (transform, centre, scale, beta_s, beta_d, noise, decimals)
-# transform "normal": centre + scale * x; "log": centre * exp(scale * x);
-# "deficit": 100 - centre * exp(scale * x) (oxygen saturation).
+# transform "normal": centre + scale * x; "log": centre * exp(scale * x) (centre is the median);
+# "deficit": 100 - centre * exp(scale * x) (oxygen saturation, neutrophil share).
+# Centres and scales follow the real hourly values of docs/reference/icu_value_distributions.md,
+# heavy lab tails included. As in real ICU data, the vitals say little about death on their own
+# (|beta| <= 0.08) and the labs carry the signal: creatinine, lactate, BUN, bilirubin, platelets,
+# albumin, INR and the liver and cardiac enzymes.
 FEATURE_MODEL: dict[str, tuple[str, float, float, float, float, float, int]] = {
-    "hr": ("normal", 86.0, 16.0, 0.35, 0.30, 0.45, 0),
-    "sbp": ("normal", 119.0, 20.0, -0.30, -0.30, 0.45, 0),
-    "dbp": ("normal", 59.0, 12.5, -0.25, -0.25, 0.45, 0),
-    "resp": ("normal", 19.5, 5.5, 0.35, 0.30, 0.50, 0),
-    "o2sat": ("deficit", 2.2, 0.85, 0.30, 0.30, 0.50, 0),
-    "temp": ("normal", 36.85, 0.75, 0.05, 0.10, 0.45, 1),
-    "fio2": ("normal", 52.0, 18.0, 0.40, 0.30, 0.35, 0),
-    "crea": ("log", 1.15, 0.62, 0.40, 0.25, 0.12, 1),
-    "bun": ("log", 25.0, 0.58, 0.40, 0.20, 0.10, 0),
-    "lact": ("log", 1.9, 0.55, 0.50, 0.45, 0.25, 1),
-    "bicar": ("normal", 24.0, 4.6, -0.40, -0.30, 0.25, 0),
-    "na": ("normal", 139.5, 5.5, 0.05, 0.05, 0.25, 0),
-    "k": ("normal", 4.05, 0.62, 0.12, 0.10, 0.35, 1),
-    "cl": ("normal", 105.5, 6.5, -0.05, 0.0, 0.25, 0),
-    "glu": ("log", 135.0, 0.36, 0.15, 0.10, 0.40, 0),
-    "wbc": ("log", 10.5, 0.48, 0.25, 0.25, 0.20, 1),
-    "hgb": ("normal", 10.1, 1.45, -0.15, -0.10, 0.20, 1),
-    "plt": ("log", 185.0, 0.50, -0.30, -0.30, 0.12, 0),
-    "bili": ("log", 1.0, 1.05, 0.30, 0.20, 0.15, 1),
-    "ph": ("normal", 7.36, 0.075, -0.35, -0.35, 0.35, 2),
-    "po2": ("log", 120.0, 0.50, -0.10, -0.10, 0.50, 0),
-    "pco2": ("log", 40.0, 0.27, 0.05, 0.10, 0.40, 0),
-    "inr_pt": ("log", 1.45, 0.36, 0.30, 0.20, 0.10, 1),
-    "mg": ("normal", 2.03, 0.42, 0.05, 0.0, 0.35, 1),
-    "alb": ("normal", 2.95, 0.70, -0.35, -0.15, 0.12, 1),
-    "urine": ("log", 62.0, 0.90, -0.40, -0.35, 0.70, 0),
+    # vitals
+    "hr": ("normal", 86.8, 18.0, 0.08, 0.06, 0.45, 0),
+    "sbp": ("normal", 118.5, 21.0, -0.06, -0.06, 0.45, 0),
+    "dbp": ("normal", 58.6, 13.5, -0.04, -0.04, 0.45, 0),
+    "resp": ("normal", 19.9, 6.3, 0.06, 0.05, 0.50, 0),
+    "o2sat": ("deficit", 2.2, 0.85, 0.04, 0.04, 0.50, 0),
+    "temp": ("normal", 36.82, 0.9, 0.0, 0.03, 0.45, 1),
+    "fio2": ("normal", 55.0, 20.0, 0.08, 0.05, 0.35, 0),
+    # labs that carry the label signal
+    "crea": ("log", 1.1, 0.72, 0.45, 0.30, 0.12, 1),
+    "bun": ("log", 26.0, 0.58, 0.40, 0.20, 0.10, 0),
+    "lact": ("log", 2.1, 0.68, 0.45, 0.45, 0.25, 1),
+    "bili": ("log", 1.1, 1.30, 0.35, 0.20, 0.12, 1),
+    "plt": ("log", 190.0, 0.45, -0.35, -0.30, 0.12, 0),
+    "alb": ("normal", 2.95, 0.72, -0.35, -0.15, 0.12, 1),
+    "inr_pt": ("log", 1.45, 0.6, 0.30, 0.20, 0.10, 1),
+    "bicar": ("normal", 23.8, 5.0, -0.30, -0.25, 0.25, 0),
+    "ph": ("normal", 7.36, 0.095, -0.30, -0.30, 0.35, 2),
+    "be": ("normal", -1.3, 6.2, -0.30, -0.25, 0.30, 0),
+    "ptt": ("log", 39.0, 0.72, 0.25, 0.15, 0.20, 1),
+    "fgn": ("log", 240.0, 0.60, -0.25, -0.15, 0.15, 0),
+    "alt": ("log", 33.0, 1.75, 0.30, 0.15, 0.15, 0),
+    "ast": ("log", 57.0, 1.75, 0.30, 0.15, 0.15, 0),
+    "ck": ("log", 130.0, 1.5, 0.25, 0.10, 0.20, 0),
+    "ckmb": ("log", 9.5, 1.00, 0.25, 0.10, 0.20, 0),
+    "tnt": ("log", 0.09, 1.55, 0.15, 0.05, 0.20, 2),
+    "phos": ("log", 3.5, 0.42, 0.20, 0.15, 0.20, 1),
+    "wbc": ("log", 10.5, 0.55, 0.15, 0.20, 0.20, 1),
+    "bili_dir": ("log", 2.2, 1.10, 0.30, 0.10, 0.15, 1),
+    "crp": ("log", 8.0, 0.90, 0.15, 0.10, 0.20, 1),  # mg/dL as MIMIC-IV writes it; mg/L after
+    # labs with little or no signal
+    "na": ("normal", 139.9, 6.5, 0.03, 0.02, 0.25, 0),
+    "k": ("normal", 4.05, 0.70, 0.05, 0.05, 0.35, 1),
+    "cl": ("normal", 106.2, 8.0, -0.08, 0.0, 0.25, 0),
+    "glu": ("log", 135.0, 0.38, 0.10, 0.08, 0.40, 0),
+    "hgb": ("normal", 10.0, 1.5, -0.05, -0.05, 0.20, 1),
+    "po2": ("log", 125.0, 0.55, -0.08, -0.08, 0.50, 0),
+    "pco2": ("log", 41.0, 0.30, 0.02, 0.05, 0.40, 0),
+    "mg": ("normal", 2.03, 0.46, 0.02, 0.0, 0.35, 1),
+    "alp": ("log", 113.0, 0.75, 0.10, 0.05, 0.15, 0),
+    "ca": ("normal", 8.17, 0.81, -0.05, -0.05, 0.30, 1),
+    "cai": ("normal", 1.10, 0.12, -0.15, -0.10, 0.30, 2),
+    "mch": ("normal", 29.0, 3.1, 0.0, 0.0, 0.10, 1),
+    "mchc": ("normal", 33.5, 1.7, 0.02, 0.0, 0.30, 1),
+    "mcv": ("normal", 86.4, 8.3, 0.0, 0.0, 0.10, 0),
+    "methb": ("log", 0.7, 0.50, 0.0, 0.0, 0.40, 1),
+    "lymph": ("log", 8.5, 0.85, -0.10, -0.10, 0.30, 1),
+    "neut": ("deficit", 18.0, 0.55, 0.08, 0.05, 0.30, 1),
+    "bnd": ("log", 3.0, 1.10, 0.15, 0.10, 0.30, 0),
+    # output
+    "urine": ("log", 62.0, 0.90, -0.08, -0.08, 0.70, 0),
 }
 FEATURES = list(FEATURE_MODEL)
 FIDX = {n: i for i, n in enumerate(FEATURES)}
+PERCENT = ("lymph", "neut", "bnd", "methb")  # shares: kept inside [0, 100]
 
 # death model: logit = DEATH_A + DEATH_S * s + DEATH_D * d + DEATH_AGE * (age - 65) / 15
-DEATH_A, DEATH_S, DEATH_D, DEATH_AGE = -3.3, 2.2, 0.8, 0.5  # tuned: LR on means ~0.84 AUROC
+DEATH_A, DEATH_S, DEATH_D, DEATH_AGE = -3.6, 2.6, 0.9, 0.5
 
 # lab panels: (itemid, feature or None for an item no concept uses, probability in a draw)
 PANELS = {
@@ -82,47 +112,95 @@ PANELS = {
         (50931, "glu", 0.95),
         (50868, None, 0.95),
         (50960, "mg", 0.85),
+        (50893, "ca", 0.85),
+        (50970, "phos", 0.80),
     ],
     "cbc": [
         (51301, "wbc", 0.98),
         (51222, "hgb", 0.98),
         (51265, "plt", 0.97),
         (51279, None, 0.97),
-        (51237, "inr_pt", 0.75),
+        (51248, "mch", 0.97),
+        (51249, "mchc", 0.97),
+        (51250, "mcv", 0.97),
     ],
+    "coag": [(51237, "inr_pt", 0.98), (51275, "ptt", 0.95), (51214, "fgn", 0.15)],
     "bg": [
         (50820, "ph", 0.97),
         (50821, "po2", 0.95),
         (50818, "pco2", 0.95),
+        (50802, "be", 0.95),
         (50813, "lact", 0.55),
+        (50808, "cai", 0.35),
         (50809, "glu", 0.15),
+        (50814, "methb", 0.02),
     ],
-    "lft": [(50885, "bili", 0.95), (50862, "alb", 0.85)],
+    "lft": [
+        (50885, "bili", 0.95),
+        (50862, "alb", 0.85),
+        (50863, "alp", 0.95),
+        (50861, "alt", 0.95),
+        (50878, "ast", 0.95),
+        (50883, "bili_dir", 0.15),
+    ],
+    "diff": [(51244, "lymph", 0.98), (51256, "neut", 0.98), (51144, "bnd", 0.35)],
+    "cardiac": [(50910, "ck", 0.90), (50911, "ckmb", 0.70), (51003, "tnt", 0.75)],
+    "crp": [(50889, "crp", 1.0)],
 }
-PANEL_RATE = {"bmp": 0.085, "cbc": 0.075, "bg": 0.055, "lft": 0.022}  # draws per hour
+PANEL_RATE = {  # draws per hour
+    "bmp": 0.085,
+    "cbc": 0.075,
+    "coag": 0.065,
+    "bg": 0.055,
+    "lft": 0.022,
+    "diff": 0.02,
+    "cardiac": 0.025,
+    "crp": 0.002,
+}
 
 D_LABITEMS = [  # itemid, label, fluid, category, valueuom, ref lower, ref upper
+    (50802, "Base Excess", "Blood", "Blood Gas", "mEq/L", -2, 3),
+    (50808, "Free Calcium", "Blood", "Blood Gas", "mmol/L", 1.12, 1.32),
     (50809, "Glucose", "Blood", "Blood Gas", "mg/dL", 70, 105),
     (50813, "Lactate", "Blood", "Blood Gas", "mmol/L", 0.5, 2),
+    (50814, "Methemoglobin", "Blood", "Blood Gas", "%", 0, 2),
     (50816, "Oxygen", "Blood", "Blood Gas", "%", None, None),
     (50817, "Oxygen Saturation", "Blood", "Blood Gas", "%", None, None),
     (50818, "pCO2", "Blood", "Blood Gas", "mm Hg", 35, 45),
     (50820, "pH", "Blood", "Blood Gas", "units", 7.35, 7.45),
     (50821, "pO2", "Blood", "Blood Gas", "mm Hg", 85, 105),
+    (50861, "Alanine Aminotransferase (ALT)", "Blood", "Chemistry", "IU/L", 0, 40),
     (50862, "Albumin", "Blood", "Chemistry", "g/dL", 3.5, 5.2),
+    (50863, "Alkaline Phosphatase", "Blood", "Chemistry", "IU/L", 35, 105),
     (50868, "Anion Gap", "Blood", "Chemistry", "mEq/L", 8, 20),
+    (50878, "Asparate Aminotransferase (AST)", "Blood", "Chemistry", "IU/L", 0, 40),
     (50882, "Bicarbonate", "Blood", "Chemistry", "mEq/L", 22, 32),
+    (50883, "Bilirubin, Direct", "Blood", "Chemistry", "mg/dL", 0, 0.3),
     (50885, "Bilirubin, Total", "Blood", "Chemistry", "mg/dL", 0, 1.5),
+    (50889, "C-Reactive Protein", "Blood", "Chemistry", "mg/dL", 0, 0.5),
+    (50893, "Calcium, Total", "Blood", "Chemistry", "mg/dL", 8.4, 10.3),
     (50902, "Chloride", "Blood", "Chemistry", "mEq/L", 96, 108),
+    (50910, "Creatine Kinase (CK)", "Blood", "Chemistry", "IU/L", 51, 294),
+    (50911, "Creatine Kinase, MB Isoenzyme", "Blood", "Chemistry", "ng/mL", 0, 10),
     (50912, "Creatinine", "Blood", "Chemistry", "mg/dL", 0.5, 1.2),
     (50931, "Glucose", "Blood", "Chemistry", "mg/dL", 70, 100),
     (50960, "Magnesium", "Blood", "Chemistry", "mg/dL", 1.6, 2.6),
+    (50970, "Phosphate", "Blood", "Chemistry", "mg/dL", 2.7, 4.5),
     (50971, "Potassium", "Blood", "Chemistry", "mEq/L", 3.3, 5.1),
     (50983, "Sodium", "Blood", "Chemistry", "mEq/L", 133, 145),
+    (51003, "Troponin T", "Blood", "Chemistry", "ng/mL", 0, 0.01),
     (51006, "Urea Nitrogen", "Blood", "Chemistry", "mg/dL", 6, 20),
+    (51144, "Bands", "Blood", "Hematology", "%", 0, 5),
+    (51214, "Fibrinogen, Functional", "Blood", "Hematology", "mg/dL", 200, 400),
     (51222, "Hemoglobin", "Blood", "Hematology", "g/dL", 13.7, 17.5),
     (51237, "INR(PT)", "Blood", "Hematology", None, 0.9, 1.1),
+    (51244, "Lymphocytes", "Blood", "Hematology", "%", 18, 42),
+    (51248, "MCH", "Blood", "Hematology", "pg", 26, 32),
+    (51249, "MCHC", "Blood", "Hematology", "%", 31, 37),
+    (51250, "MCV", "Blood", "Hematology", "fL", 80, 100),
+    (51256, "Neutrophils", "Blood", "Hematology", "%", 50, 70),
     (51265, "Platelet Count", "Blood", "Hematology", "K/uL", 150, 400),
+    (51275, "PTT", "Blood", "Hematology", "sec", 25, 36.5),
     (51279, "Red Blood Cells", "Blood", "Hematology", "m/uL", 4.6, 6.1),
     (51301, "White Blood Cells", "Blood", "Hematology", "K/uL", 4, 10),
 ]
@@ -523,10 +601,12 @@ def _epoch(year: np.ndarray) -> np.ndarray:
 def _transform(name: str, x: np.ndarray) -> np.ndarray:
     kind, centre, scale, *_ = FEATURE_MODEL[name]
     if kind == "normal":
-        return centre + scale * x
-    if kind == "log":
-        return centre * np.exp(scale * x)
-    return 100.0 - centre * np.exp(scale * x)
+        v = centre + scale * x
+    elif kind == "log":
+        v = centre * np.exp(scale * x)
+    else:
+        return 100.0 - centre * np.exp(scale * x)
+    return np.clip(v, 0.0, 100.0) if name in PERCENT else v
 
 
 # --- writing -----------------------------------------------------------------------------
@@ -540,23 +620,42 @@ def _write(path: Path, columns: dict, order: np.ndarray | None = None) -> None:
 
 
 class _GzCsv:
-    """A .csv.gz written in pieces: gzip with mtime 0 (same rows, same bytes), header once."""
+    """A .csv.gz written in pieces: gzip with mtime 0 (same rows, same bytes), header once.
+
+    Formatting and compression run on background threads (pyarrow's CSV writer and zlib
+    release the GIL), so the generator draws the next chunk meanwhile. Each file has one
+    compressing thread, which takes its pieces in the order they were written: the bytes do not
+    depend on the threads."""
+
+    _format = None  # a thread pool shared by every writer, for the CSV bodies
 
     def __init__(self, path: Path):
+        from concurrent.futures import ThreadPoolExecutor
+
+        if _GzCsv._format is None:
+            _GzCsv._format = ThreadPoolExecutor(2, thread_name_prefix="csv")
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(path, "wb")  # closed in close()
         self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._fh, compresslevel=1, mtime=0)
         self._header = False
+        self._compress = ThreadPoolExecutor(1, thread_name_prefix="gzip")
+        self._pending: list = []
 
     def write(self, columns: dict, order: np.ndarray | None = None) -> None:
         if not self._header:
             self._gz.write((",".join(columns) + "\n").encode())
             self._header = True
-        self._gz.write(_csv_body(columns, order))
+        body = self._format.submit(_csv_body, columns, order)
+        self._pending.append(self._compress.submit(lambda: self._gz.write(body.result())))
 
     def close(self) -> None:
-        self._gz.close()
-        self._fh.close()
+        try:
+            self._compress.shutdown(wait=True)
+            for f in self._pending:
+                f.result()  # a failure in a background write is raised here
+        finally:
+            self._gz.close()
+            self._fh.close()
 
 
 def _csv_body(columns: dict, order: np.ndarray | None = None) -> bytes:
