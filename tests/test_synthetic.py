@@ -281,5 +281,3 @@ def test_labs_carry_the_label_signal_and_vitals_little(default_cohort):
     assert single_feature_auroc(cohort, "alb") <= 0.40
     auc = lr_auroc_on_means(cohort, seed=0)
     assert 0.78 <= auc <= 0.90, auc
-
-
