@@ -155,7 +155,7 @@ def log_final(trainer, results: dict, out: Path) -> None:
     run's figures as images; a tracker then shows what results.json holds."""
     import math
 
-    from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 
     from src.report import flatten
 
@@ -180,7 +180,45 @@ def log_final(trainer, results: dict, out: Path) -> None:
         lg.log_metrics(metrics, step=step)
         if isinstance(lg, TensorBoardLogger):
             _figures_to_tensorboard(lg.experiment, out / "figures", step)
+        if isinstance(lg, MLFlowLogger):
+            _artifacts_to_mlflow(lg, results, out)
         lg.save()
+
+
+def make_logger(node, out: Path):
+    """Instantiate one logger of ``cfg.logger``. MLflow's experiment and run names default to
+    the sweep (one experiment per sweep folder, one run per job) and the job."""
+    from hydra.utils import instantiate
+
+    if not str(node.get("_target_", "")).endswith("MLFlowLogger"):
+        return instantiate(node)
+    from hydra.core.hydra_config import HydraConfig
+
+    from src.sweep import is_multirun
+
+    extra = {}
+    multirun = is_multirun()
+    job = HydraConfig.get().job if HydraConfig.initialized() else None
+    if node.get("experiment_name") is None:
+        extra["experiment_name"] = Path(out).parent.name if multirun else "icu-backdoor"
+    if node.get("run_name") is None:
+        extra["run_name"] = (
+            f"{job.num}: {job.override_dirname or 'defaults'}"
+            if multirun and job is not None
+            else Path(out).name
+        )
+    uri = str(node.get("tracking_uri") or "")
+    if uri.startswith("sqlite:///"):  # SQLite makes the file, not its folder
+        Path(uri.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return instantiate(node, **extra)
+
+
+def _artifacts_to_mlflow(lg, results: dict, out: Path) -> None:
+    client, run = lg.experiment, lg.run_id
+    client.log_dict(run, results, "results.json")
+    for f in [out / ".hydra" / "config.yaml", *sorted((out / "figures").glob("*.png"))]:
+        if f.is_file():
+            client.log_artifact(run, str(f), "figures" if f.suffix == ".png" else None)
 
 
 def _figures_to_tensorboard(writer, folder: Path, step: int) -> None:
@@ -295,7 +333,7 @@ def fit_model(cfg: DictConfig, dm, out: Path, ckpt_dir: Path | None = None, dete
         from src.models.detection_callback import DetectionCallback
 
         callbacks.append(DetectionCallback(cfg.detectors, seed=cfg.seed))
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = [make_logger(c, out) for c in (cfg.get("logger") or {}).values()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=dm)

@@ -177,6 +177,50 @@ def test_the_summary_warns_when_the_test_set_is_too_small_to_rank(capsys, tmp_pa
     assert "ASR n/a" in out and "AUROC n/a (no poisoned rows)" in out
 
 
+def mlflow_runs(db: Path, experiment: str):
+    """The runs of one experiment, read back with MLflow's own search."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    return mlflow.search_runs(experiment_names=[experiment])
+
+
+@pytest.mark.slow
+def test_mlflow_holds_the_config_final_numbers_and_artifacts(cache, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow" / "mlruns.db"
+    p = run_cli(
+        "experiment=smoke",
+        "logger=mlflow",
+        f"logger.mlflow.tracking_uri=sqlite:///{db}",
+        f"logger.mlflow.artifact_location={tmp_path / 'artifacts'}",
+        cache=cache,
+        out=tmp_path / "run",
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads((tmp_path / "run" / "results.json").read_text())
+    runs = mlflow_runs(db, "icu-backdoor")
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["status"] == "FINISHED" and run["tags.mlflow.runName"] == "run"
+    for key, value in (
+        ("final/clean/auroc", r["clean"]["auroc"]),
+        ("final/attack/asr", r["attack"]["asr"]),
+        ("final/detection/spectral_signature/auroc", r["detection"]["spectral_signature"]["auroc"]),
+    ):
+        assert run[f"metrics.{key}"] == pytest.approx(value, abs=1e-9), key
+    assert "metrics.val_auroc" in runs.columns  # per-epoch metrics too
+    assert run["params.seed"] == "0" and run["params.poison_rate"] == str(
+        r["config"]["poison_rate"]
+    )
+    client = MlflowClient(f"sqlite:///{db}")
+    files = {a.path for a in client.list_artifacts(run["run_id"])}
+    assert {"results.json", "config.yaml", "figures"} <= files
+    logged = json.loads(Path(client.download_artifacts(run["run_id"], "results.json")).read_text())
+    assert logged["clean"] == r["clean"]
+
+
 @pytest.mark.slow
 def test_tensorboard_holds_the_runs_final_numbers_and_figures(cache, tmp_path):
     """Read back with TensorBoard's own event reader: the final numbers equal results.json's."""

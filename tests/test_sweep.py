@@ -276,6 +276,31 @@ def test_submitit_local_runs_a_two_job_sweep_the_cluster_way(cache, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_sweep_is_one_mlflow_experiment_with_one_run_per_job(cache, tmp_path):
+    from tests.test_cli import mlflow_runs
+
+    d, db = tmp_path / "sweep_mlflow", tmp_path / "mlflow" / "mlruns.db"
+    p = run_sweep(
+        "+sweep=smoke",
+        "seed=0",
+        "detectors=none",
+        "logger=[csv,mlflow]",
+        f"logger.mlflow.tracking_uri=sqlite:///{db}",
+        f"logger.mlflow.artifact_location={tmp_path / 'artifacts'}",
+        cache=cache,
+        sweep_dir=d,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    runs = mlflow_runs(db, d.name).sort_values("tags.mlflow.runName")
+    assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
+    assert [n.split(":")[0] for n in runs["tags.mlflow.runName"]] == ["0", "1"]
+    for j, (_, run) in zip("01", runs.iterrows(), strict=True):
+        r = json.loads((d / j / "results.json").read_text())
+        assert run["metrics.final/clean/auroc"] == pytest.approx(r["clean"]["auroc"], abs=1e-9)
+        assert run["params.poison_rate"] == str(r["config"]["poison_rate"])
+
+
+@pytest.mark.slow
 def test_a_sweep_folder_moved_elsewhere_resumes(cache, tmp_path):
     import shutil
 

@@ -281,3 +281,21 @@ def test_labs_carry_the_label_signal_and_vitals_little(default_cohort):
     assert single_feature_auroc(cohort, "alb") <= 0.40
     auc = lr_auroc_on_means(cohort, seed=0)
     assert 0.78 <= auc <= 0.90, auc
+
+
+@pytest.mark.slow
+def test_the_paper_grids_smallest_rate_poisons_rows_of_the_default_cohort(default_cohort):
+    # +sweep=paper's rates go down to 1e-4; at the default size that is still a few rows
+    import yaml
+
+    from src.experiment import build_datamodule
+    from tests.cli import ROOT
+    from tests.conftest import compose_config
+
+    grid = yaml.safe_load((ROOT / "conf/sweep/paper.yaml").read_text())["hydra"]["sweeper"]
+    smallest = min(float(r) for r in str(grid["params"]["poison_rate"]).split(",") if float(r) > 0)
+    assert smallest == 1e-4
+    dm = build_datamodule(compose_config(f"poison_rate={smallest}"), default_cohort[0])
+    dm.setup()
+    assert dm.poisoned.n_poisoned >= 2
+    assert dm.poisoned.n_poisoned == round(smallest * dm.poisoned.n_eligible)
