@@ -31,7 +31,7 @@ class DataSource(StrEnum):
     yaib = "yaib"
 
 
-DEFENSES = ("none", "filter_retrain")
+DEFENSES = ("filter_retrain", "fine_tuning", "fine_pruning", "nad", "clp", "anp")
 
 
 class ConfigError(ValueError):
@@ -299,18 +299,51 @@ def _validate_detectors(cfg: DictConfig) -> None:
 
 
 def _validate_defense(cfg: DictConfig) -> None:
-    """The defense must use flags of a detector that runs in this config."""
-    defense = cfg.get("defense") or {}
-    if defense.get("name", "none") not in DEFENSES:
-        _fail("defense.name", defense.get("name"), f"one of {', '.join(DEFENSES)}")
-    if defense.get("name") == "filter_retrain":
-        flagging = [k for k in (cfg.get("detectors") or {}) if k != "attribution"]
-        if defense.get("detector") not in flagging:
+    """Each defense is a known one with known parameters; filter-and-retrain needs the flags of
+    a detector that runs; CLP needs channels to prune."""
+    import inspect
+
+    from src.defenses.repair import REPAIRS
+
+    defenses = cfg.get("defense") or {}
+    for name, node in defenses.items():
+        if node is None:
+            continue
+        if name not in DEFENSES:
+            _fail("defense", name, f"defenses from conf/defense/: {', '.join(DEFENSES)}")
+        params = {k: v for k, v in node.items() if not str(k).startswith("_")}
+        if name == "filter_retrain":
+            flagging = [k for k in (cfg.get("detectors") or {}) if k != "attribution"]
+            if params.get("detector") not in flagging:
+                _fail(
+                    "defense.filter_retrain.detector",
+                    params.get("detector"),
+                    f"a detector that runs in this config: {', '.join(flagging) or 'none'} "
+                    "(choose them with detectors=...)",
+                )
+            continue
+        share = params.pop("clean_share", 1.0)
+        if not isinstance(share, int | float) or not 0.0 < share <= 1.0:
+            _fail(f"defense.{name}.clean_share", share, "a share of the validation split in (0, 1]")
+        known = [
+            p
+            for p in inspect.signature(REPAIRS[name]).parameters
+            if p not in ("model", "clean", "seed")
+        ]
+        for key in params:
+            if key not in known:
+                _fail(
+                    f"defense.{name}.{key}",
+                    params[key],
+                    f"a parameter of {name}: {', '.join(known)}",
+                )
+        if name == "clp" and cfg.model.get("name") == "lstm":
             _fail(
-                "defense.detector",
-                defense.get("detector"),
-                f"a detector that runs in this config: {', '.join(flagging) or 'none'} "
-                "(choose them with detectors=...)",
+                "defense",
+                "clp",
+                "a defense that applies to the LSTM (CLP prunes channels of linear and "
+                "convolutional layers; the LSTM's gates mix every unit): fine_tuning, "
+                "fine_pruning, nad, anp or filter_retrain",
             )
 
 

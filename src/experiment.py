@@ -72,7 +72,12 @@ def _rank_zero() -> bool:
 # Known, harmless notices from Lightning that would bury the run's own output: our module's
 # transfer_batch_to_device is deliberate (benchmarks/bench_training.py), and the LeafSpec
 # deprecation is Lightning's own call into torch.
-QUIET_WARNINGS = (r".*overridden `transfer_batch_to_device`.*", r".*LeafSpec.*is deprecated.*")
+QUIET_WARNINGS = (
+    r".*overridden `transfer_batch_to_device`.*",
+    r".*LeafSpec.*is deprecated.*",
+    # a machine with SLURM installed (the tests' one-node cluster) is not a job inside SLURM
+    r".*The `srun` command is available on your system but is not used.*",
+)
 
 
 def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
@@ -139,8 +144,9 @@ def _run(cfg: DictConfig, out: Path, results: dict, clock: Timer) -> None:
         results["transfer"] = evaluate_elsewhere(cfg, model, dm)
         clock.lap("transfer_s")
 
-    if (cfg.get("defense") or {}).get("name", "none") != "none":
-        results["defense"] = defend(cfg, cohort, dm, model, out)
+    if cfg.get("defense"):
+        before = {"clean": results["clean"], "attack": results["attack"]}
+        results["defense"] = defend(cfg, cohort, dm, model, out, before)
         clock.lap("defense_s")
 
     log_final(getattr(model, "trainer_", None), results, out)
@@ -231,10 +237,17 @@ def _figures_to_tensorboard(writer, folder: Path, step: int) -> None:
     writer.flush()
 
 
-def defend(cfg: DictConfig, cohort, dm, model, out: Path) -> dict:
-    """Run ``cfg.defense`` on the fitted ``model``; the defense gets the retrain step as a
-    function, so the order of a run stays in this module."""
+def defend(cfg: DictConfig, cohort, dm, model, out: Path, before: dict) -> dict:
+    """Every defense of ``cfg.defense`` (one results block each), in the order given. A
+    post-training repair starts from the same fitted ``model`` every time and uses the clean
+    set (the validation split, or ``clean_share`` of it); filter-and-retrain trains anew, through
+    the retrain step handed to it, so the order of a run stays in this module. ``before`` holds
+    the undefended model's ``clean`` and ``attack`` blocks."""
+    from hydra.utils import instantiate
+
     from src.defenses.filter_retrain import filter_retrain, own_logs
+    from src.defenses.repair import NotApplicable
+    from src.metrics import defense_effect
 
     def retrain(drop_rows) -> dict:
         """The same run without ``drop_rows`` of the training split: same split, seed and
@@ -249,7 +262,59 @@ def defend(cfg: DictConfig, cohort, dm, model, out: Path) -> dict:
             **evaluate(model2, dm2, cfg.target_label, seed=cfg.seed),
         }
 
-    return filter_retrain(cfg, dm, model, retrain)
+    blocks: dict = {}
+    for name, node in (cfg.get("defense") or {}).items():
+        if node is None:  # defense.<name>=null switches one off
+            continue
+        params = {k: v for k, v in to_plain(node).items() if not k.startswith("_")}
+        t0 = time.perf_counter()
+        if name == "filter_retrain":
+            block = filter_retrain(dm, model, retrain, detector=params["detector"])
+            used = 0
+        else:
+            share = float(params.pop("clean_share", 1.0))
+            clean = dm.data["val"].subset(clean_rows(len(dm.data["val"]), share, cfg.seed))
+            fn = instantiate({k: v for k, v in to_plain(node).items() if k != "clean_share"})
+            try:
+                repaired, info = fn(model, clean, seed=cfg.seed)
+            except NotApplicable as e:
+                log.warning("defense %s skipped: %s", name, e)
+                blocks[name] = {"skipped": str(e)}
+                continue
+            used = info.pop("clean_rows_used", len(clean))
+            block = {"info": info, **evaluate(repaired, dm, cfg.target_label, seed=cfg.seed)}
+            params["clean_share"] = share
+        block.update(defense_effect(before, block))
+        block.update(
+            params=params,
+            clean_rows_used=used,
+            seconds=round(time.perf_counter() - t0, 3),
+        )
+        log.info(
+            "defense %s: ASR %s -> %s, clean AUROC %s -> %s (%.1f s)",
+            name,
+            _fmt(before["attack"].get("asr")),
+            _fmt(block["attack"].get("asr")),
+            _fmt(before["clean"].get("auroc")),
+            _fmt(block["clean"].get("auroc")),
+            block["seconds"],
+        )
+        blocks[name] = block
+    return blocks
+
+
+def clean_rows(n: int, share: float, seed: int):
+    """The rows of the clean set a repair may use: all of them, or a seeded ``share``."""
+    import numpy as np
+
+    if share >= 1.0:
+        return np.arange(n)
+    k = max(1, int(round(share * n)))
+    return np.sort(np.random.default_rng([seed, 21]).choice(n, size=k, replace=False))
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def build_datamodule(cfg: DictConfig, cohort, drop_train_rows=None):
@@ -434,6 +499,17 @@ def drift_against_clean(cfg: DictConfig, cohort, model, dm, out: Path) -> dict:
         dm.trigger.features,
         seed=cfg.seed,
     )
+    if hasattr(model.encoder, "transformer"):  # the TabTransformer: attention over its tokens
+        from src.detectors.drift import attention_shift
+
+        result["attention"] = attention_shift(
+            model.encoder,
+            clean.encoder,
+            inputs(dm),
+            inputs(dm0),
+            c.static_cat_names,
+            dm.trigger.static_features,
+        )
     return {"clean_checkpoint": str(ckpt), **result}
 
 

@@ -261,3 +261,38 @@ def attack_report(prob_triggered, prob_untriggered, target_label: int) -> dict:
         **attack_metrics(prob_triggered, prob_untriggered, target_label),
         "confidence": confidence_shift(prob_triggered, prob_untriggered, target_label),
     }
+
+
+def defense_effect(before: dict, after: dict) -> dict:
+    """What a defense changed, from the results blocks (``clean``, ``attack``) of the same model
+    before and after it (the same seed, rows and trigger: a paired comparison).
+
+    - ``asr_drop`` = ASR before - ASR after; ``clean_auroc_drop`` = clean AUROC before - after
+      (clean performance is the AUROC: accuracy says little at 11% mortality);
+    - ``robust_accuracy`` = the triggered non-target rows still predicted as their true label,
+      1 - ASR after (a binary task: every row not sent to the target keeps its label);
+    - ``der``, the defense effectiveness rating (Zhu et al., BackdoorBench):
+      (max(0, asr_drop) - max(0, clean_auroc_drop) + 1) / 2, in [0, 1]: 1 removes the backdoor
+      at no cost, 0.5 changes nothing. BackdoorBench's code adds the loss term instead of
+      subtracting it, which rewards a defense for losing clean performance; this does not.
+
+    A number that needs an undefined one (no triggered rows, one class) is None.
+    """
+    for name, block in (("before", before), ("after", after)):
+        if not isinstance(block, dict) or "clean" not in block or "attack" not in block:
+            raise ValueError(f"defense_effect: {name} needs the 'clean' and 'attack' blocks")
+    a0, a1 = before["attack"].get("asr"), after["attack"].get("asr")
+    c0, c1 = before["clean"].get("auroc"), after["clean"].get("auroc")
+    asr_drop = None if a0 is None or a1 is None else float(a0 - a1)
+    auroc_drop = None if c0 is None or c1 is None else float(c0 - c1)
+    der = (
+        None
+        if asr_drop is None or auroc_drop is None
+        else (max(0.0, asr_drop) - max(0.0, auroc_drop) + 1.0) / 2.0
+    )
+    return {
+        "asr_drop": asr_drop,
+        "clean_auroc_drop": auroc_drop,
+        "robust_accuracy": None if a1 is None else float(1.0 - a1),
+        "der": der,
+    }

@@ -228,11 +228,14 @@ def print_summary(r: dict, out: Path) -> None:
             f"attrib   TAR triggered {a['tar_triggered']:.3f}  clean {a['tar_clean']:.3f}"
             f"  (uniform {a['column_share']:.3f}, share of |IG| on trigger columns)"
         )
-    if r.get("defense"):
-        d = r["defense"]
+    for name, d in (r.get("defense") or {}).items():
+        if "skipped" in d:
+            lines.append(f"defense  {name}: skipped ({d['skipped']})")
+            continue
         lines.append(
-            f"defense  {d.get('name')}: ASR {_f(d['attack']['asr'])}  "
-            f"clean AUROC {_f(d['clean']['auroc'])}"
+            f"defense  {name:14s} ASR {_f(d['attack']['asr'])} (drop {_f(d['asr_drop'])})  "
+            f"clean AUROC {_f(d['clean']['auroc'])} (drop {_f(d['clean_auroc_drop'])})  "
+            f"DER {_f(d['der'])}  {d['seconds']:.1f} s"
         )
     ci = c.get("auroc_ci")
     if ci and ci[1] - ci[0] > WIDE_INTERVAL:

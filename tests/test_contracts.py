@@ -113,3 +113,33 @@ def test_detector_contract(name):
     if isinstance(out.info.get("oracle_budget"), dict):  # a per-class oracle budget: the
         # poison count of the target class, and nothing elsewhere
         assert not out.flags[inputs.labels != inputs.target_label].any()
+
+
+# --- defenses: every conf/defense/*.yaml composes to registered functions with known parameters
+DEFENSE_FILES = sorted(
+    p.stem for p in (Path(conf_dir()) / "defense").glob("*.yaml") if p.stem != "none"
+)
+
+
+@pytest.mark.parametrize("stem", DEFENSE_FILES)
+def test_defense_contract(stem):
+    import inspect
+
+    from hydra.utils import get_method
+
+    from src.config import DEFENSES, validate
+    from tests.conftest import compose_config
+
+    extra = ["detectors=[spectral_signature]"] if stem == "filter_retrain" else []
+    cfg = compose_config(f"defense={stem}", *extra)
+    validate(cfg)
+    (name,) = cfg.defense  # one file, one defense, named as the file
+    assert name == stem and name in DEFENSES
+    node = cfg.defense[name]
+    fn = get_method(node._target_)
+    assert node._partial_ and fn.__name__ == name
+    sig = inspect.signature(fn).parameters
+    for key in node:
+        if not key.startswith("_") and key != "clean_share":
+            assert key in sig, f"{stem}.yaml sets {key}, which {name} does not take"
+            assert node[key] == sig[key].default, f"{stem}.yaml: {key} differs from the code"

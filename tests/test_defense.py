@@ -24,7 +24,7 @@ LOUD = [
     "model.optimizer.lr=0.003",
     "detectors=input_outlier",
     "defense=filter_retrain",
-    "defense.detector=input_outlier",
+    "defense.filter_retrain.detector=input_outlier",
 ]
 
 
@@ -39,7 +39,10 @@ def test_filter_retrain_removes_a_caught_backdoor(tmp_path):
     model = fit_model(cfg, dm, tmp_path)
     before = evaluate(model, dm, cfg.target_label)["attack"]
     assert model.detection["input_outlier"]["recall"] == 1.0  # built to be caught
-    d = defend(cfg, cohort, dm, model, tmp_path)
+    d = defend(cfg, cohort, dm, model, tmp_path, evaluate(model, dm, cfg.target_label))
+    assert list(d) == ["filter_retrain"]
+    d = d["filter_retrain"]
+    assert d["asr_drop"] == pytest.approx(before["asr"] - d["attack"]["asr"])
     assert d["n_poison_removed"] == dm.train_mask.sum() and d["n_poison_left"] == 0
     assert d["n_removed"] >= d["n_poison_removed"]
     assert before["asr"] > 0.5  # the backdoor worked...
@@ -57,13 +60,20 @@ def test_defense_needs_a_detector_that_runs(tmp_path):
         tmp_path,
         "detectors=[spectral_signature]",
         "defense=filter_retrain",
-        "defense.detector=strip",
+        "defense.filter_retrain.detector=strip",
     )
-    with pytest.raises(ConfigError, match="defense.detector='strip'.*spectral_signature"):
+    with pytest.raises(
+        ConfigError, match="defense.filter_retrain.detector='strip'.*spectral_signature"
+    ):
         validate(cfg)
     cfg = compose(tmp_path, "detectors=none", "defense=filter_retrain")
-    with pytest.raises(ConfigError, match="defense.detector"):
+    with pytest.raises(ConfigError, match="defense.filter_retrain.detector"):
         validate(cfg)
     validate(
-        compose(tmp_path, "detectors=[strip]", "defense=filter_retrain", "defense.detector=strip")
+        compose(
+            tmp_path,
+            "detectors=[strip]",
+            "defense=filter_retrain",
+            "defense.filter_retrain.detector=strip",
+        )
     )

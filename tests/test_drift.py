@@ -62,6 +62,67 @@ def test_a_model_that_reads_only_the_trigger_feature_ranks_it_first():
     assert d["clean"]["l1"] == pytest.approx(2.0)
 
 
+# --- TabTransformer attention ---------------------------------------------------------------
+CARDS = [3, 4, 5]
+CAT_NAMES = ["gender", "admission_type", "first_careunit"]
+
+
+def tab_transformer(seed: int, depth: int = 2):
+    from src.models.tab_transformer import TabTransformer
+
+    torch.manual_seed(seed)
+    return TabTransformer(n_num=2, cardinalities=CARDS, dim=16, heads=2, depth=depth).eval()
+
+
+def cat_inputs(n=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cat = torch.stack([torch.randint(c, (n,), generator=g) for c in CARDS], dim=1)
+    trig = cat.clone()
+    trig[:, 2] = 4  # a static_category-style trigger on the last column
+    x = torch.zeros(n, 2)
+    return {"clean": (x, cat), "triggered": (x, trig)}
+
+
+def test_token_attention_is_the_softmax_of_scaled_dot_products():
+    """One layer, recomputed by hand from the attention's projection weights."""
+    from src.detectors.drift import token_attention
+
+    enc = tab_transformer(0, depth=1)
+    cat = cat_inputs()["clean"][1]
+    got = token_attention(enc, cat)
+    with torch.no_grad():
+        h = enc.cat_embed(cat + enc.offset)
+        h = torch.cat([h, enc.col_embed.expand(len(cat), -1, -1)], dim=-1)
+        attn = enc.transformer.layers[0].self_attn
+        d, heads = h.shape[-1], attn.num_heads
+        w_q, w_k, _ = attn.in_proj_weight.split(d)
+        b_q, b_k, _ = attn.in_proj_bias.split(d)
+        q = (h @ w_q.T + b_q).view(len(cat), -1, heads, d // heads).transpose(1, 2)
+        k = (h @ w_k.T + b_k).view(len(cat), -1, heads, d // heads).transpose(1, 2)
+        w = torch.softmax(q @ k.transpose(-1, -2) / (d // heads) ** 0.5, dim=-1)  # [B, H, Q, K]
+        want = w.mean(dim=(0, 1, 2)).double().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert got.sum() == pytest.approx(1.0)
+
+
+def test_attention_shift_is_zero_for_an_identical_model_and_reports_the_trigger_column():
+    from src.detectors.drift import attention_shift
+
+    enc, inputs = tab_transformer(0), cat_inputs()
+    a = attention_shift(enc, enc, inputs, inputs, CAT_NAMES, ["first_careunit"])
+    assert a["trigger_columns"] == ["first_careunit"]
+    for part in ("clean", "triggered"):
+        assert a[part]["trigger_share_shift"] == 0.0
+        assert sum(a[part]["poisoned_model"]) == pytest.approx(1.0, abs=1e-5)
+    other = attention_shift(tab_transformer(1), enc, inputs, inputs, CAT_NAMES, ["first_careunit"])
+    assert other["triggered"]["trigger_share_shift"] != 0.0
+    assert other["triggered"]["trigger_share_clean"] == a["triggered"]["trigger_share_clean"]
+    # a series trigger writes no token: the per-token attention only, and why
+    s = attention_shift(enc, enc, inputs, inputs, CAT_NAMES, ["resp"])
+    assert "trigger_share_shift" not in s["clean"] and "categorical tokens only" in s["note"]
+    json.dumps(a)
+
+
 def test_compare_handles_constant_importance():
     a = np.zeros((5, 2 * T * F))
     d = compare(a, a, MASKS, NAMES, ["hr"])

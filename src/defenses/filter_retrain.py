@@ -16,31 +16,31 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def filter_retrain(cfg, dm, model, retrain: Callable[[np.ndarray], dict]) -> dict:
-    """Drop the rows ``cfg.defense.detector`` flagged on ``model``'s training split and call
+def filter_retrain(
+    dm, model, retrain: Callable[[np.ndarray], dict], detector: str = "spectral_signature"
+) -> dict:
+    """Drop the rows ``detector`` flagged on ``model``'s training split and call
     ``retrain(drop_rows)``, the experiment's own build-fit-evaluate step (so this module knows
     nothing of the order of a run), which returns ``training``, ``clean``, ``attack`` and
     ``n_poison_left``."""
-    name = cfg.defense.detector
+    name = detector
     flags = (getattr(model, "detection_flags", None) or {}).get(name)
     if flags is None:
         ran = ", ".join(getattr(model, "detection_flags", {}) or {}) or "none"
         raise ValueError(
-            f"defense.detector={name!r} produced no flags in this run (detectors "
+            f"defense.filter_retrain.detector={name!r} produced no flags in this run (detectors "
             f"that ran and flagged: {ran}); add it to detectors= or choose one of "
             "those"
         )
     drop = np.flatnonzero(flags)
     n_poison_removed = int(dm.train_mask[drop].sum())
     log.info(
-        "defense %s: removing %d training rows flagged by %s (%d of them poisoned)",
-        cfg.defense.name,
+        "defense filter_retrain: removing %d training rows flagged by %s (%d of them poisoned)",
         len(drop),
         name,
         n_poison_removed,
     )
     return {
-        "name": cfg.defense.name,
         "detector": name,
         "n_removed": int(len(drop)),
         "n_poison_removed": n_poison_removed,

@@ -12,6 +12,11 @@ untriggered and the triggered rows:
   (values and missing indicators over every hour): ``spearman`` between the two models'
   importances, ``top_k_rank_change`` (the mean absolute rank change of the clean model's top k
   features), and each model's rank of the trigger's features (1 = most important).
+
+For the TabTransformer, which attends over its categorical tokens (one per static categorical
+column), ``attention_shift`` adds the attention each token receives (softmax weights averaged
+over heads, layers, query tokens and rows: shares that sum to 1) in both models, and the change
+of the poisoned model's share on the trigger's columns against the clean model's.
 """
 
 from __future__ import annotations
@@ -108,4 +113,56 @@ def explanation_drift(
         a_p = _flat(integrated_gradients(poisoned_forward, xp[rows], cp[rows], n_steps))
         a_c = _flat(integrated_gradients(clean_forward, xc[rows], cc[rows], n_steps))
         out[name] = compare(a_p, a_c, masks, feature_names, trigger_features)
+    return out
+
+
+@torch.no_grad()
+def token_attention(encoder, cat: torch.Tensor) -> np.ndarray:
+    """[C]: the mean attention each categorical token of a TabTransformer (src/models/
+    tab_transformer.py) receives, over heads, layers, query tokens and the rows of ``cat``.
+    Each layer's weights are taken at that layer's own input, as its forward computes them."""
+    cat = torch.where((cat >= 0) & (cat < encoder.card), cat, 0)
+    h = encoder.cat_embed(cat + encoder.offset)
+    if encoder.col_embed is not None:
+        h = torch.cat([h, encoder.col_embed.expand(len(cat), -1, -1)], dim=-1)
+    layers = list(encoder.transformer.layers)
+    total = torch.zeros(encoder.n_cat, dtype=torch.float64)
+    for layer in layers:
+        q = layer.norm1(h) if layer.norm_first else h
+        _, w = layer.self_attn(q, q, q, need_weights=True, average_attn_weights=True)
+        total += w.double().mean(dim=(0, 1))  # [B, query, key] -> [key]
+        h = layer(h)
+    return (total / len(layers)).numpy()
+
+
+def attention_shift(
+    poisoned_encoder,
+    clean_encoder,
+    poisoned_inputs: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    clean_inputs: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    cat_names: list[str],
+    trigger_columns,
+) -> dict:
+    """Attention on the trigger's categorical columns, poisoned model against clean model, on
+    the same rows with and without the trigger (``*_inputs`` as in ``explanation_drift``)."""
+    cols = [c for c in trigger_columns if c in cat_names]
+    idx = [cat_names.index(c) for c in cols]
+    out: dict = {"columns": list(cat_names), "trigger_columns": cols}
+    for name in ("clean", "triggered"):
+        a_p = token_attention(poisoned_encoder, poisoned_inputs[name][1])
+        a_c = token_attention(clean_encoder, clean_inputs[name][1])
+        block = {"poisoned_model": a_p.round(6).tolist(), "clean_model": a_c.round(6).tolist()}
+        if idx:
+            share_p, share_c = float(a_p[idx].sum()), float(a_c[idx].sum())
+            block.update(
+                trigger_share_poisoned=share_p,
+                trigger_share_clean=share_c,
+                trigger_share_shift=share_p - share_c,
+            )
+        out[name] = block
+    if not idx:
+        out["note"] = (
+            "the trigger writes no categorical column, and the TabTransformer attends over its "
+            "categorical tokens only: the per-token attention is reported, no trigger share"
+        )
     return out

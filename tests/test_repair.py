@@ -1,0 +1,170 @@
+"""Post-training repairs (src/defenses/repair.py), the defense effect (src/metrics.py) and the
+composition of several defenses in one run (src/experiment.py: defend).
+
+Cases with a known answer: CLP prunes exactly a planted channel whose Lipschitz bound stands
+out; NAD with beta=0 is fine-tuning; fine-pruning removes an out-of-range backdoor of a toy model;
+no repair costs a clean model more than 0.05 AUROC; the DER subtracts the clean loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from src.defenses.repair import REPAIRS, NotApplicable, clp, fine_tuning, nad
+from src.metrics import defense_effect
+from tests.test_defense import LOUD
+from tests.test_detectors import compose
+
+TOY = [o for o in LOUD if not o.startswith(("defense", "detectors"))] + ["detectors=none"]
+
+
+def fitted(tmp_path, rate: float):
+    from src.experiment import build_datamodule, evaluate, fit_model
+    from tests.toy import toy_cohort
+
+    cfg = compose(
+        tmp_path, *[o for o in TOY if not o.startswith("poison_rate")], f"poison_rate={rate}"
+    )
+    dm = build_datamodule(cfg, toy_cohort(1200, seed=1))
+    model = fit_model(cfg, dm, tmp_path)
+    return dm, model, evaluate(model, dm, cfg.target_label)
+
+
+@pytest.fixture(scope="module")
+def backdoored(tmp_path_factory):
+    return fitted(tmp_path_factory.mktemp("poisoned"), 0.1)
+
+
+@pytest.fixture(scope="module")
+def clean_model(tmp_path_factory):
+    return fitted(tmp_path_factory.mktemp("clean"), 0.0)
+
+
+# --- the defense effect -----------------------------------------------------------------------
+def block(asr, auroc):
+    return {"clean": {"auroc": auroc}, "attack": {"asr": asr}}
+
+
+def test_der_subtracts_the_clean_loss_and_is_bounded():
+    # BackdoorBench's formula: (max(0, dASR) - max(0, dACC) + 1) / 2 (its code adds dACC)
+    e = defense_effect(block(0.9, 0.80), block(0.1, 0.70))
+    assert e["asr_drop"] == pytest.approx(0.8) and e["clean_auroc_drop"] == pytest.approx(0.1)
+    assert e["der"] == pytest.approx((0.8 - 0.1 + 1) / 2)
+    assert e["robust_accuracy"] == pytest.approx(0.9)
+    worse = defense_effect(block(0.9, 0.80), block(0.1, 0.50))  # same ASR cut, more clean loss
+    assert worse["der"] < e["der"]
+    assert defense_effect(block(0.9, 0.8), block(0.9, 0.8))["der"] == 0.5  # nothing changed
+    assert defense_effect(block(0.1, 0.8), block(0.9, 0.9))["der"] == 0.5  # gains never count
+    assert defense_effect(block(1.0, 1.0), block(0.0, 1.0))["der"] == 1.0
+    assert defense_effect(block(0.0, 1.0), block(0.0, 0.0))["der"] == 0.0
+    assert defense_effect(block(None, 0.8), block(0.1, 0.8))["der"] is None
+    with pytest.raises(ValueError, match="before needs"):
+        defense_effect({"clean": {}}, block(0.1, 0.8))
+
+
+# --- known answers per method ------------------------------------------------------------------
+class Net(nn.Module):
+    """A two-layer encoder whose channel 3 of the first layer has a planted large norm."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 4)
+        with torch.no_grad():
+            self.fc1.weight[3] *= 50.0
+        self.out_dim = 4
+
+    def forward(self, x, cat=None):
+        return torch.relu(self.fc2(torch.relu(self.fc1(x))))
+
+
+def classifier(encoder):
+    from src.models.module import BackdoorClassifier
+
+    return BackdoorClassifier(encoder, optimizer=torch.optim.Adam)
+
+
+def test_clp_prunes_exactly_the_channel_with_the_outlying_lipschitz_bound():
+    model = classifier(Net())
+    repaired, info = clp(model, None, u=2.0)
+    mask = repaired.encoder.fc1.defense_mask
+    assert mask.tolist() == [1, 1, 1, 0, 1, 1, 1, 1] and info["pruned_per_layer"]["fc1"] == 1
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        h = repaired.encoder.fc1(x)
+    assert (h[:, 3] == 0).all()  # the channel's output is zero
+    assert torch.equal(repaired.encoder.fc1.weight, model.encoder.fc1.weight)  # weights kept
+    assert not hasattr(model.encoder.fc1, "defense_mask")  # the fitted model is untouched
+
+
+def test_clp_refuses_an_lstm_and_says_what_applies():
+    from src.models.lstm import LSTM
+
+    with pytest.raises(NotApplicable, match="fine_pruning, nad, anp"):
+        clp(classifier(LSTM(in_features=4, hidden=8)), None)
+
+
+def test_nad_without_the_attention_term_is_fine_tuning(backdoored):
+    dm, model, _ = backdoored
+    ft, _ = fine_tuning(model, dm.data["val"], seed=3, epochs=2)
+    na, _ = nad(model, dm.data["val"], seed=3, beta=0.0, epochs=2, teacher_epochs=1)
+    for a, b in zip(ft.parameters(), na.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_fine_pruning_removes_an_out_of_range_backdoor(backdoored):
+    dm, model, before = backdoored
+    assert before["attack"]["asr"] > 0.9  # the backdoor works
+    repaired, info = REPAIRS["fine_pruning"](model, dm.data["val"], seed=0)
+    from src.experiment import evaluate
+
+    after = evaluate(repaired, dm, 1)
+    assert after["attack"]["asr"] < 0.2 and info["pruned"] > 0
+    assert after["clean"]["auroc"] >= before["clean"]["auroc"] - 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REPAIRS))
+def test_a_repair_costs_a_clean_model_little(clean_model, name):
+    from src.experiment import evaluate
+
+    dm, model, before = clean_model
+    repaired, _ = REPAIRS[name](model, dm.data["val"], seed=0)
+    after = evaluate(repaired, dm, 1)
+    assert after["clean"]["auroc"] >= before["clean"]["auroc"] - 0.05, name
+
+
+# --- composition ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_each_defense_starts_from_the_same_model_and_gets_its_own_block(backdoored, tmp_path):
+    from src.experiment import defend
+
+    dm, model, before = backdoored
+    both = compose(tmp_path, *TOY, "defense=[fine_pruning,clp]")
+    one = compose(tmp_path, *TOY, "defense=clp")
+    a = defend(both, None, dm, model, tmp_path, before)
+    b = defend(one, None, dm, model, tmp_path, before)
+    assert list(a) == ["fine_pruning", "clp"] and list(b) == ["clp"]
+    assert a["clp"]["attack"] == b["clp"]["attack"]  # not applied on top of fine-pruning
+    for blk in a.values():
+        assert blk["seconds"] >= 0 and blk["der"] is not None and "params" in blk
+    assert a["fine_pruning"]["clean_rows_used"] == len(dm.data["val"])
+    assert a["clp"]["clean_rows_used"] == 0  # data-free
+    half = compose(tmp_path, *TOY, "defense=fine_tuning", "defense.fine_tuning.clean_share=0.5")
+    c = defend(half, None, dm, model, tmp_path, before)
+    assert c["fine_tuning"]["clean_rows_used"] == round(0.5 * len(dm.data["val"]))
+    assert c["fine_tuning"]["params"]["clean_share"] == 0.5
+
+
+def test_defense_config_is_checked_in_one_place(tmp_path):
+    from src.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="defense.fine_tuning.clean_share"):
+        validate(compose(tmp_path, "defense=fine_tuning", "defense.fine_tuning.clean_share=0"))
+    with pytest.raises(ConfigError, match="defense.anp.steps.*a parameter of anp"):
+        validate(compose(tmp_path, "defense=anp", "+defense.anp.steps=3"))
+    with pytest.raises(ConfigError, match="applies to the LSTM"):
+        validate(compose(tmp_path, "model=lstm", "defense=clp"))
+    validate(compose(tmp_path, "model=lstm", "defense=[fine_pruning,nad,anp,fine_tuning]"))
