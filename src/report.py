@@ -200,8 +200,19 @@ UNIT_LEAVES = (
     "relative_size",
     "mean_p_triggered",
     "mean_p_untriggered",
+    "robust_accuracy",
+    "der",
 )
-SIGNED_LEAVES = ("asr_lift", "paired_lift", "mean_shift", "median_shift", "q10_shift", "q90_shift")
+SIGNED_LEAVES = (
+    "asr_lift",
+    "paired_lift",
+    "mean_shift",
+    "median_shift",
+    "q10_shift",
+    "q90_shift",
+    "asr_drop",
+    "clean_auroc_drop",
+)
 
 
 def metric_range(metric: str) -> tuple[float, float]:
@@ -847,6 +858,76 @@ def confidence_panels(df, keys: list[str], most: int = 12) -> list[tuple[str, li
     return panels[:most]
 
 
+def defense_names(cells) -> list[str]:
+    """Defenses with a result in the sweep (``defense.<name>.attack.asr`` among the metrics)."""
+    if not len(cells):
+        return []
+    found = {
+        m.split(".")[1]
+        for m in cells["metric"]
+        if m.startswith("defense.") and m.endswith(".attack.asr")
+    }
+    return sorted(found)
+
+
+def plot_defenses(look: dict, keys: list[str], names: list[str], path: Path, most: int = 12):
+    """One panel per cell: ASR after each defense against clean AUROC after it (95% intervals
+    over seeds as bars), beside the undefended model; down and right is better."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(cell, st) for cell, st in sorted(look.items()) if "clean.auroc" in st][:most]
+    panels = [(c, st) for c, st in panels if any(f"defense.{n}.attack.asr" in st for n in names)]
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
+    markers = "osD^vP*X"
+    for ax, (cell, st) in zip(axes.flat, panels, strict=False):
+        points = [("none", "clean.auroc", "attack.asr")] + [
+            (n, f"defense.{n}.clean.auroc", f"defense.{n}.attack.asr") for n in names
+        ]
+        for i, (label, xm, ym) in enumerate(points):
+            if xm not in st or ym not in st:
+                continue
+            x, y = st[xm], st[ym]
+
+            def err(s):
+                lo, hi = s.get("ci_low"), s.get("ci_high")
+                if lo is None or lo != lo:
+                    return None
+                return [[s["mean"] - lo], [hi - s["mean"]]]
+
+            ax.errorbar(
+                x["mean"],
+                y["mean"],
+                xerr=err(x),
+                yerr=err(y),
+                fmt=markers[i % len(markers)],
+                color="black" if label == "none" else f"C{i}",
+                label="undefended" if label == "none" else label,
+                capsize=3,
+                # the undefended model drawn hollow and on top: a defense that changes nothing
+                # sits under it
+                **({"mfc": "none", "ms": 11, "zorder": 5} if label == "none" else {}),
+            )
+        ax.set_title(_context_text(keys, cell), fontsize=8)
+        ax.set_xlabel("clean AUROC after")
+        ax.set_ylabel("ASR after")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="best")
+    fig.suptitle("Defenses: ASR against clean AUROC after each (mean, 95% interval over seeds)")
+    fig.tight_layout()
+    _savefig(fig, path)
+    return path
+
+
 def _savefig(fig, path: Path) -> None:
     """Write the figure atomically (its folder made as needed), then release it."""
     import matplotlib.pyplot as plt
@@ -976,6 +1057,57 @@ def write_markdown(sweep_dir: Path, df, cells, keys, figures: dict, out: Path, t
             "line. Shaded and bars: the 95% interval above (none where a cell has one seed).",
             "",
         ]
+    names = defense_names(cells)
+    if names:
+        lines += [
+            "## Defenses",
+            "",
+            "Each defense against the same undefended model (same seed): ASR and clean AUROC "
+            "before and after, mean [95% t-interval over seeds]; **DER** = (max(0, ASR drop) − "
+            "max(0, clean AUROC drop) + 1) / 2 (1: backdoor removed at no cost; 0.5: nothing "
+            "changed); seconds: the defense's own time. Cells at rate 0 show what a defense "
+            "costs a clean model. Definitions: docs/defenses.md.",
+            "",
+        ]
+        rows = []
+        for cell, stats in ordered:
+            for n in names:
+                if f"defense.{n}.attack.asr" not in stats:
+                    continue
+                rows.append(
+                    [
+                        *(_show(k, v) for k, v in zip(keys, cell, strict=True)),
+                        n,
+                        fmt_ci(stats.get("attack.asr")),
+                        fmt_ci(stats.get(f"defense.{n}.attack.asr")),
+                        fmt_ci(stats.get("clean.auroc")),
+                        fmt_ci(stats.get(f"defense.{n}.clean.auroc")),
+                        fmt_ci(stats.get(f"defense.{n}.der")),
+                        fmt_ci(stats.get(f"defense.{n}.seconds"), 1),
+                    ]
+                )
+        lines += [
+            md_table(
+                [
+                    *head,
+                    "defense",
+                    "ASR before",
+                    "ASR after",
+                    "clean AUROC before",
+                    "after",
+                    "DER",
+                    "seconds",
+                ],
+                rows,
+            ),
+            "",
+        ]
+        if figures.get("defenses"):
+            lines += [
+                "![ASR against clean AUROC after each defense]"
+                f"({figures['defenses'].relative_to(out).as_posix()})",
+                "",
+            ]
     det = (
         sorted({m.split(".")[1] for m in cells["metric"] if _is_detection_auroc(m)})
         if len(cells)
@@ -1201,6 +1333,11 @@ def build_report(sweep_dir: str | Path, out: str | Path | None = None) -> dict:
         figs["confidence_shift"] = plot_confidence(
             confidence_panels(df, keys), out / "figures" / "confidence_shift.png"
         )
+        names = defense_names(cells)
+        if names:
+            figs["defenses"] = plot_defenses(
+                _lookup(cells, keys), keys, names, out / "figures" / "defenses.png"
+            )
     md = write_markdown(sweep_dir, df, cells, keys, figs, out, tests)
     n_ok = int((df["status"] == "ok").sum())
     bad = df[df["status"] != "ok"]

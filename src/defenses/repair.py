@@ -111,7 +111,7 @@ def _out_channels(m: nn.Module) -> int:
 
 # --- the repairs --------------------------------------------------------------------------
 def fine_tuning(
-    model, clean, seed: int = 0, epochs: int = 10, lr: float = 1e-3, batch_size: int = 256
+    model, clean, seed: int = 0, epochs: int = 10, lr: float = 1e-4, batch_size: int = 256
 ):
     m = copy.deepcopy(model)
     _train(m, clean, epochs, lr, batch_size, seed)
@@ -126,7 +126,7 @@ def fine_pruning(
     max_ratio: float = 0.9,
     step: float = 0.05,
     epochs: int = 10,
-    lr: float = 1e-3,
+    lr: float = 1e-4,
     batch_size: int = 256,
 ):
     m = copy.deepcopy(model).eval()
@@ -162,7 +162,7 @@ def nad(
     p: float = 2.0,
     teacher_epochs: int = 10,
     epochs: int = 10,
-    lr: float = 1e-3,
+    lr: float = 1e-4,
     batch_size: int = 256,
 ):
     teacher, _ = fine_tuning(model, clean, seed, teacher_epochs, lr, batch_size)
