@@ -123,7 +123,7 @@ def fine_pruning(
     clean,
     seed: int = 0,
     max_auroc_drop: float = 0.05,
-    max_ratio: float = 0.9,
+    max_ratio: float = 1.0,
     step: float = 0.05,
     epochs: int = 10,
     lr: float = 1e-4,
