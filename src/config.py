@@ -31,7 +31,7 @@ class DataSource(StrEnum):
     yaib = "yaib"
 
 
-DEFENSES = ("filter_retrain", "fine_tuning", "fine_pruning", "nad", "clp", "anp")
+DEFENSES = ("filter_retrain", "abl", "fine_tuning", "fine_pruning", "nad", "clp", "anp")
 
 
 class ConfigError(ValueError):
@@ -303,6 +303,7 @@ def _validate_defense(cfg: DictConfig) -> None:
     a detector that runs; CLP needs channels to prune."""
     import inspect
 
+    from src.defenses.abl import abl
     from src.defenses.repair import REPAIRS
 
     defenses = cfg.get("defense") or {}
@@ -325,10 +326,11 @@ def _validate_defense(cfg: DictConfig) -> None:
         share = params.pop("clean_share", 1.0)
         if not isinstance(share, int | float) or not 0.0 < share <= 1.0:
             _fail(f"defense.{name}.clean_share", share, "a share of the validation split in (0, 1]")
+        fn = abl if name == "abl" else REPAIRS[name]
         known = [
             p
-            for p in inspect.signature(REPAIRS[name]).parameters
-            if p not in ("model", "clean", "seed")
+            for p in inspect.signature(fn).parameters
+            if p not in ("model", "clean", "train", "seed")
         ]
         for key in params:
             if key not in known:

@@ -271,6 +271,9 @@ def defend(cfg: DictConfig, cohort, dm, model, out: Path, before: dict) -> dict:
         if name == "filter_retrain":
             block = filter_retrain(dm, model, retrain, detector=params["detector"])
             used = 0
+        elif name == "abl":
+            block = anti_backdoor_learning(cfg, dm, params)
+            used = 0
         else:
             share = float(params.pop("clean_share", 1.0))
             clean = dm.data["val"].subset(clean_rows(len(dm.data["val"]), share, cfg.seed))
@@ -301,6 +304,29 @@ def defend(cfg: DictConfig, cohort, dm, model, out: Path, before: dict) -> dict:
         )
         blocks[name] = block
     return blocks
+
+
+def anti_backdoor_learning(cfg: DictConfig, dm, params: dict) -> dict:
+    """ABL (src/defenses/abl.py) on a fresh model of this config, seeded as the first fit; its
+    isolation score is scored against the poison mask like a detector."""
+    import lightning as L
+
+    from src.defenses.abl import abl
+    from src.metrics import detection_report
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    fresh = build_model(cfg, dm)
+    if params.get("epochs") is None:
+        params["epochs"] = int(cfg.model.get("epochs") or cfg.trainer.max_epochs)
+    trained, scores, isolated, info = abl(fresh, dm.data["train"], seed=cfg.seed, **params)
+    train_labels = dm.data["train"].y.numpy().astype(int)
+    return {
+        "info": info,
+        **evaluate(trained, dm, cfg.target_label, seed=cfg.seed),
+        "detection": detection_report(
+            scores, isolated, dm.train_mask, train_labels, cfg.target_label
+        ),
+    }
 
 
 def clean_rows(n: int, share: float, seed: int):

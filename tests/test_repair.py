@@ -168,3 +168,28 @@ def test_defense_config_is_checked_in_one_place(tmp_path):
     with pytest.raises(ConfigError, match="applies to the LSTM"):
         validate(compose(tmp_path, "model=lstm", "defense=clp"))
     validate(compose(tmp_path, "model=lstm", "defense=[fine_pruning,nad,anp,fine_tuning]"))
+
+
+# --- anti-backdoor learning ----------------------------------------------------------------------
+@pytest.mark.slow
+def test_abl_isolates_poison_and_scores_it_as_a_detector(backdoored, tmp_path):
+    from src.experiment import defend
+
+    dm, model, before = backdoored
+    cfg = compose(tmp_path, *TOY, "defense=abl", "defense.abl.isolation_ratio=0.05")
+    ((name, b),) = defend(cfg, None, dm, model, tmp_path, before).items()
+    assert name == "abl" and b["info"]["n_isolated"] == round(0.05 * len(dm.data["train"]))
+    det = b["detection"]
+    assert det["scope"].startswith("target class") and det["auroc"] > 0.8  # poison learnt fast
+    assert det["precision"] > 0.8  # the isolated target-class rows are poison
+    assert b["clean_rows_used"] == 0 and b["clean"]["auroc"] > 0.9
+    assert set(b) >= {"asr_drop", "der", "seconds", "params"}
+
+
+def test_abl_needs_an_epoch_budget_and_a_share():
+    from src.defenses.abl import abl
+
+    with pytest.raises(ValueError, match="needs epochs"):
+        abl(None, None)
+    with pytest.raises(ValueError, match="isolation_ratio=1.5"):
+        abl(None, None, epochs=1, isolation_ratio=1.5)
