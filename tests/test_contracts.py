@@ -73,6 +73,8 @@ def full_inputs(seed: int = 0) -> tuple[DetectorInputs, np.ndarray]:
         predict=lambda xb, cb: torch.sigmoid(forward(xb, cb)),
         pool_x=torch.randn(200, 8, generator=g),
         pool_cat=torch.zeros(200, 1, dtype=torch.long),
+        pool_features=torch.randn(200, D, generator=g),
+        pool_labels=(torch.rand(200, generator=g) < 0.3).long().numpy(),
         raw_series=series,
         raw_static=None,
         feature_specs=specs,

@@ -32,6 +32,8 @@ class DetectorInputs:
     predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # P(y=1), batched
     pool_x: torch.Tensor | None = None  # clean rows to blend with (STRIP): the validation split
     pool_cat: torch.Tensor | None = None
+    pool_features: torch.Tensor | None = None  # penultimate activations of the clean pool (SCAn)
+    pool_labels: np.ndarray | None = None  # their labels
     raw_series: np.ndarray | None = None  # [N, T, F] raw clinical units, NaN = not measured
     raw_static: np.ndarray | None = None  # [N, S]
     feature_specs: list | None = None  # FeatureSpec per series feature (plausible low/high)
