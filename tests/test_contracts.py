@@ -36,6 +36,18 @@ def entries() -> dict[str, dict]:
 ENTRIES = entries()
 
 
+class Linear(torch.nn.Module):
+    """A fitted model's stand-in for detectors that train a copy (confusion training)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(8, 1)
+
+    def forward(self, x, cat=None):
+        return self.lin(x).squeeze(-1)
+
+
 def full_inputs(seed: int = 0) -> tuple[DetectorInputs, np.ndarray]:
     """One input with everything any detector may read; poison planted in class 1."""
     g = torch.Generator().manual_seed(seed)
@@ -75,6 +87,7 @@ def full_inputs(seed: int = 0) -> tuple[DetectorInputs, np.ndarray]:
         pool_cat=torch.zeros(200, 1, dtype=torch.long),
         pool_features=torch.randn(200, D, generator=g),
         pool_labels=(torch.rand(200, generator=g) < 0.3).long().numpy(),
+        model=Linear(),
         raw_series=series,
         raw_static=None,
         feature_specs=specs,

@@ -120,3 +120,22 @@ def test_scan_says_it_needs_the_clean_pool():
     inputs.pool_features = None
     with pytest.raises(DetectorInputError, match="pool_features"):
         scan(inputs)
+
+
+# --- confusion training: the clean-set detector ------------------------------------------------
+@pytest.mark.slow
+def test_confusion_training_finds_an_out_of_range_poison_and_leaves_the_model(tmp_path):
+    from src.detectors.confusion import confusion_training
+    from src.metrics import detection_report
+    from src.models.detection_callback import build_inputs
+    from tests.test_repair import fitted
+
+    dm, model, _ = fitted(tmp_path, 0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    inputs = build_inputs(model, dm, 0)
+    out = confusion_training(inputs)
+    r = detection_report(out.scores, out.flags, dm.train_mask, inputs.labels, 1)
+    assert r["auroc"] > 0.95 and r["precision"] > 0.8 and r["recall"] > 0.8
+    for a, b in zip(before, model.parameters(), strict=True):
+        assert torch.equal(a, b)  # the fitted model is not trained further
+    np.testing.assert_array_equal(confusion_training(inputs).scores, out.scores)  # seeded

@@ -34,6 +34,7 @@ class DetectorInputs:
     pool_cat: torch.Tensor | None = None
     pool_features: torch.Tensor | None = None  # penultimate activations of the clean pool (SCAn)
     pool_labels: np.ndarray | None = None  # their labels
+    model: torch.nn.Module | None = None  # the fitted classifier: copy it, never change it
     raw_series: np.ndarray | None = None  # [N, T, F] raw clinical units, NaN = not measured
     raw_static: np.ndarray | None = None  # [N, S]
     feature_specs: list | None = None  # FeatureSpec per series feature (plausible low/high)

@@ -165,6 +165,7 @@ def build_inputs(model, dm, seed: int, batch_size: int = 4096) -> DetectorInputs
         pool_cat=val.cat,
         pool_features=model.embed_all(dm.loader("val")).cpu(),
         pool_labels=val.y.long().numpy(),
+        model=model,
         raw_series=c.series,
         raw_static=c.static_num,
         feature_specs=list(c.features),
