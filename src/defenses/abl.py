@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from src.defenses.repair import _batches
+from src.defenses.repair import shuffled_batches
 
 
 def _optimizer(model, lr: float | None = None):
@@ -74,7 +74,7 @@ def abl(
         opt = _optimizer(model)
         model.train()
         for _ in range(isolation_epochs):
-            for x, cat, y in _batches(train, batch_size, g):
+            for x, cat, y in shuffled_batches(train, batch_size, g):
                 loss = F.binary_cross_entropy_with_logits(model(x, cat), y, reduction="none")
                 loss = (torch.sign(loss - gamma) * loss).mean()
                 opt.zero_grad()
@@ -88,14 +88,14 @@ def abl(
         iso = train.subset(np.flatnonzero(isolated))
         model.train()
         for _ in range(epochs):
-            for x, cat, y in _batches(rest, batch_size, g):
+            for x, cat, y in shuffled_batches(rest, batch_size, g):
                 loss = F.binary_cross_entropy_with_logits(model(x, cat), y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
         un = _optimizer(model, unlearning_lr)
         for _ in range(unlearning_epochs):
-            for x, cat, y in _batches(iso, batch_size, g):
+            for x, cat, y in shuffled_batches(iso, batch_size, g):
                 loss = -F.binary_cross_entropy_with_logits(model(x, cat), y)
                 un.zero_grad()
                 loss.backward()

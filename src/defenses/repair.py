@@ -42,7 +42,7 @@ class NotApplicable(ValueError):
 
 
 # --- shared pieces ----------------------------------------------------------------------------
-def _batches(data, batch_size: int, g: torch.Generator):
+def shuffled_batches(data, batch_size: int, g: torch.Generator):
     order = torch.randperm(len(data.y), generator=g)
     for s in range(0, len(order), batch_size):
         i = order[s : s + batch_size]
@@ -60,7 +60,7 @@ def _train(model, data, epochs: int, lr: float, batch_size: int, seed: int, extr
         torch.manual_seed(seed)
         model.train()
         for _ in range(epochs):
-            for x, cat, y in _batches(data, batch_size, g):
+            for x, cat, y in shuffled_batches(data, batch_size, g):
                 z = model.encoder(x, cat)
                 loss = F.binary_cross_entropy_with_logits(model.head(z).squeeze(-1), y)
                 if extra is not None:
@@ -245,7 +245,7 @@ def anp(
     noise_opt = torch.optim.SGD(noises, lr=eps / max(pgd_steps, 1))
     it = 0
     while it < iterations:
-        for x, cat, y in _batches(clean, batch_size, g):
+        for x, cat, y in shuffled_batches(clean, batch_size, g):
             if it >= iterations:
                 break
             if eps > 0:  # the adversarial neuron perturbation: maximise the loss
