@@ -266,7 +266,8 @@ def defend(cfg: DictConfig, cohort, dm, model, out: Path, before: dict) -> dict:
     for name, node in (cfg.get("defense") or {}).items():
         if node is None:  # defense.<name>=null switches one off
             continue
-        params = {k: v for k, v in to_plain(node).items() if not k.startswith("_")}
+        plain = to_plain(node)
+        params = {k: v for k, v in plain.items() if not k.startswith("_")}
         t0 = time.perf_counter()
         if name == "filter_retrain":
             block = filter_retrain(dm, model, retrain, detector=params["detector"])
@@ -277,7 +278,7 @@ def defend(cfg: DictConfig, cohort, dm, model, out: Path, before: dict) -> dict:
         else:
             share = float(params.pop("clean_share", 1.0))
             clean = dm.data["val"].subset(clean_rows(len(dm.data["val"]), share, cfg.seed))
-            fn = instantiate({k: v for k, v in to_plain(node).items() if k != "clean_share"})
+            fn = instantiate({k: v for k, v in plain.items() if k != "clean_share"})
             try:
                 repaired, info = fn(model, clean, seed=cfg.seed)
             except NotApplicable as e:

@@ -35,20 +35,6 @@ def _optimizer(model, lr: float | None = None):
     return opt
 
 
-@torch.no_grad()
-def row_losses(model, data, batch_size: int = 4096) -> np.ndarray:
-    model.eval()
-    out = [
-        F.binary_cross_entropy_with_logits(
-            model(data.x[s : s + batch_size], data.cat[s : s + batch_size]),
-            data.y[s : s + batch_size],
-            reduction="none",
-        )
-        for s in range(0, len(data.y), batch_size)
-    ]
-    return torch.cat(out).numpy() if out else np.zeros(0)
-
-
 def abl(
     model,
     train,
@@ -64,6 +50,8 @@ def abl(
     """``model``: a freshly initialised BackdoorClassifier (trained here, in place); ``train``:
     the poisoned training split (Tensors). Returns the model, the isolation scores (higher: more
     suspicious), the isolated-row flags and what was done."""
+    from src.models.module import row_losses  # Lightning: not at config-check time
+
     if epochs is None:
         raise ValueError("abl needs epochs: the training stage's budget (the model's, in a run)")
     if not 0.0 < isolation_ratio < 1.0:
@@ -80,7 +68,7 @@ def abl(
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-        scores = -row_losses(model, train)
+        scores = -row_losses(model, train.x, train.cat, train.y)
         n_iso = max(1, int(round(isolation_ratio * len(scores))))
         isolated = np.zeros(len(scores), dtype=bool)
         isolated[np.argsort(-scores, kind="stable")[:n_iso]] = True

@@ -55,19 +55,8 @@ def confusion_training(
             opt.zero_grad()
             loss.backward()
             opt.step()
-    m.eval()
-    with torch.no_grad():
-        losses = (
-            torch.cat(
-                [
-                    F.binary_cross_entropy_with_logits(
-                        m(x[s : s + 4096], cat[s : s + 4096]), y[s : s + 4096], reduction="none"
-                    )
-                    for s in range(0, len(y), 4096)
-                ]
-            )
-            .double()
-            .numpy()
-        )
+    from src.models.module import row_losses
+
+    losses = row_losses(m, x, cat, y)
     info = {"flag_rule": "max_loss", "max_loss": max_loss, "steps": steps, "confusion": confusion}
     return Detection(-losses, losses < max_loss, info)

@@ -16,6 +16,25 @@ from torch.nn import functional as F
 from torchmetrics.classification import BinaryAUROC
 
 
+@torch.no_grad()
+def row_losses(model, x, cat, y, batch_size: int = 4096):
+    """Each row's binary cross-entropy under ``model`` (logits over ``(x, cat)``), in eval mode
+    and in batches, as a float64 numpy array: the loss-based detectors' raw score (ABL's
+    isolation, confusion training)."""
+    import numpy as np
+
+    model.eval()
+    out = [
+        F.binary_cross_entropy_with_logits(
+            model(x[s : s + batch_size], cat[s : s + batch_size]),
+            y[s : s + batch_size],
+            reduction="none",
+        )
+        for s in range(0, len(y), batch_size)
+    ]
+    return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+
 class BackdoorClassifier(L.LightningModule):
     def __init__(self, encoder: nn.Module, optimizer: Callable, scheduler: Callable | None = None):
         super().__init__()
