@@ -31,7 +31,7 @@ class DataSource(StrEnum):
     yaib = "yaib"
 
 
-DEFENSES = ("filter_retrain", "abl", "fine_tuning", "fine_pruning", "nad", "clp", "anp")
+DEFENSES = ("filter_retrain", "abl", "fine_tuning", "fine_pruning", "nad", "clp", "anp", "ibau")
 
 
 class ConfigError(ValueError):
@@ -345,7 +345,7 @@ def _validate_defense(cfg: DictConfig) -> None:
                 "clp",
                 "a defense that applies to the LSTM (CLP prunes channels of linear and "
                 "convolutional layers; the LSTM's gates mix every unit): fine_tuning, "
-                "fine_pruning, nad, anp or filter_retrain",
+                "fine_pruning, nad, anp, ibau or filter_retrain",
             )
 
 

@@ -21,8 +21,10 @@ def toy_cohort(
     seed: int = 0,
     prevalence: float = 0.2,
     stays_per_subject: int = 2,
+    signal: float = 1.0,
 ) -> Cohort:
-    """Deaths have higher heart rate and creatinine (learnable); ~30% of cells missing; several
+    """Deaths have higher heart rate and creatinine (learnable; ``signal`` scales the shift, 1:
+    nearly separable, about 0.3: as hard as real mortality); ~30% of cells missing; several
     stays per subject so that splits can leak if they are not done by subject."""
     rng = np.random.default_rng(seed)
     label = (rng.random(n) < prevalence).astype(np.int64)
@@ -30,7 +32,7 @@ def toy_cohort(
     scale = np.array([12.0, 4.0, 18.0, 0.5, 40.0], np.float32)
     shift = np.array([15.0, 2.0, -10.0, 1.0, -20.0], np.float32)
     series = base + scale * rng.standard_normal((n, hours, len(FEATURES))).astype(np.float32)
-    series += label[:, None, None] * shift
+    series += label[:, None, None] * shift * np.float32(signal)
     series[rng.random(series.shape) < 0.3] = np.nan
     series[:, :, 3][rng.random((n, hours)) < 0.6] = np.nan  # labs sparser
     static_num = np.stack([rng.uniform(18, 90, n), rng.normal(170, 10, n)], 1)

@@ -19,6 +19,10 @@ run all start from the same model. Papers and our choices: docs/defenses.md.
   (hidden linear and convolutional channels and the encoder's output units), learnt on the
   clean set while adversarial multiplicative noise on the neurons (``eps``) is maximised; the
   neurons whose mask ends below ``threshold`` are pruned.
+- ``ibau`` (Zeng et al., ICLR 2022, implicit backdoor adversarial unlearning): rounds of a
+  universal input perturbation that maximises the clean set's loss against the model's own
+  predictions, then unlearning it: the model is trained to give the true labels on perturbed
+  rows, with the implicit hypergradient through the perturbation (fixed-point iterations).
 
 A pruned neuron is a mask of zeros applied by a forward hook of its layer (the mask is a buffer
 of that layer, so the copy carries it and the weights themselves stay unchanged).
@@ -188,7 +192,7 @@ def clp(model, clean=None, seed: int = 0, u: float = 3.0):
         raise NotApplicable(
             f"clp prunes channels of linear and convolutional layers; this encoder "
             f"({type(m.encoder).__name__}) has none (an LSTM's gates mix every unit): use "
-            "fine_pruning, nad, anp or fine_tuning"
+            "fine_pruning, nad, anp, ibau or fine_tuning"
         )
     per_layer = {}
     with torch.no_grad():
@@ -297,4 +301,91 @@ def anp(
     }
 
 
-REPAIRS = {f.__name__: f for f in (fine_tuning, fine_pruning, nad, clp, anp)}
+def hypergradient(outer, inner, w, params, steps: int, inner_step: float) -> None:
+    """Add to each ``params``' ``.grad`` the gradient of ``outer(w)`` with respect to it, where
+    ``w`` is taken to be the minimiser of ``inner`` and so depends on ``params``: the direct term
+    plus the implicit one, by ``steps`` iterations of the fixed-point method on the map
+    ``Phi(w) = w - inner_step * grad_w inner(w)`` (Grazzi et al., ICML 2020), as i-BAU uses:
+    ``v <- (dPhi/dw)^T v + d outer/dw``, then ``(dPhi/dparams)^T v + d outer/dparams``."""
+    w = w.detach().clone().requires_grad_(True)
+    o = outer(w)
+    d_w = torch.autograd.grad(o, w, retain_graph=True)[0]
+    direct = torch.autograd.grad(o, params, materialize_grads=True)
+    mapped = w - inner_step * torch.autograd.grad(inner(w), w, create_graph=True)[0]
+    v = torch.zeros_like(w)
+    for _ in range(steps):
+        v = torch.autograd.grad(mapped, w, grad_outputs=v, retain_graph=True)[0] + d_w
+    implicit = torch.autograd.grad(mapped, params, grad_outputs=v, materialize_grads=True)
+    for p_, a, b in zip(params, direct, implicit, strict=True):
+        p_.grad = a + b if p_.grad is None else p_.grad + a + b
+
+
+def ibau(
+    model,
+    clean,
+    seed: int = 0,
+    rounds: int = 5,
+    fixed_point_steps: int = 5,
+    lr: float = 1e-3,
+    perturbation_lr: float = 10.0,
+    perturbation_l2: float = 1e-3,
+    inner_step: float = 0.1,
+    portion: float = 1.0,
+    batch_size: int = 100,
+):
+    """Each round: one universal perturbation ``delta`` (the shape of one row), found by SGD
+    over the clean set on ``-BCE(f(x + delta), the model's own labels) + perturbation_l2 *
+    |delta|^2``; then one pass of Adam on ``BCE(f(x + delta), y)`` over the clean set, where
+    ``delta`` is applied to ``portion`` of each batch's rows and the gradient adds the implicit
+    term through ``delta``'s dependence on the weights (``fixed_point_steps`` iterations of the
+    fixed-point method on the inner map ``delta - inner_step * grad``). The paper's objective
+    perturbs every row (``portion=1``); the authors' code perturbs 1% of each batch, which left
+    an out-of-range backdoor in place here (docs/defenses.md)."""
+    m = copy.deepcopy(model).eval()  # eval: dropout off, the model the attacker left
+    params = [p for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    g = torch.Generator().manual_seed(seed)
+
+    def inner(delta, x, cat):
+        with torch.no_grad():
+            own = (m(x, cat) > 0).float()
+        loss = F.binary_cross_entropy_with_logits(m(x + delta, cat), own)
+        return -loss + perturbation_l2 * delta.pow(2).sum()
+
+    norms = []
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for _ in range(rounds):
+            delta = torch.zeros_like(clean.x[:1], requires_grad=True)
+            delta_opt = torch.optim.SGD([delta], lr=perturbation_lr)
+            for s in range(0, len(clean.y), batch_size):
+                loss = inner(delta, clean.x[s : s + batch_size], clean.cat[s : s + batch_size])
+                delta_opt.zero_grad()
+                loss.backward()
+                delta_opt.step()
+            delta = delta.detach()
+            norms.append(float(delta.norm()))
+            for x, cat, y in shuffled_batches(clean, batch_size, g):
+                n = len(y)
+                rows = torch.randperm(n, generator=g)[: max(1, int(round(portion * n)))]
+                on = torch.zeros(n, *[1] * (x.dim() - 1))
+                on[rows] = 1.0
+
+                def outer(w, x=x, cat=cat, y=y, on=on):
+                    return F.binary_cross_entropy_with_logits(m(x + on * w, cat), y)
+
+                opt.zero_grad()
+                hypergradient(
+                    outer,
+                    lambda w, x=x, cat=cat: inner(w, x, cat),
+                    delta,
+                    params,
+                    fixed_point_steps,
+                    inner_step,
+                )
+                opt.step()
+    m.eval()
+    return m, {"rounds": rounds, "portion": portion, "perturbation_norms": norms}
+
+
+REPAIRS = {f.__name__: f for f in (fine_tuning, fine_pruning, nad, clp, anp, ibau)}
