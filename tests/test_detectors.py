@@ -210,6 +210,44 @@ def test_strip_scores_do_not_depend_on_the_chunk_size():
         np.testing.assert_allclose(strip(inputs, chunk=chunk).scores, whole, rtol=1e-6, atol=1e-7)
 
 
+def test_strip_blending_the_mlps_first_layer_outputs_gives_the_input_blends_scores():
+    # (W a + b + W c + b) / 2 = W (a + c) / 2 + b: blending after the first Linear must give the
+    # entropies of blending the inputs, up to float rounding, with the same pool draws
+    from src.models.mlp import MLP
+    from src.models.module import BackdoorClassifier
+
+    inputs, truth = strip_inputs(separable=True)
+    torch.manual_seed(0)
+    model = BackdoorClassifier(MLP(8, hidden=[16, 8], dropout=0.3), torch.optim.Adam).eval()
+    with torch.no_grad():
+        model.encoder.net[0].weight[:, 0] *= 8.0  # make column 0 (the trigger) matter
+
+    def predict(x, cat):
+        with torch.no_grad():
+            return torch.sigmoid(model(x, cat))
+
+    first, rest = model.linear_stem()
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(rest(first(x), None), model(x, None))
+    inputs.predict = predict
+    direct = strip(inputs)
+    inputs.linear_stem = (
+        lambda x: first(x).detach(),
+        lambda h, cat: torch.sigmoid(rest(h, cat)).detach(),
+    )
+    stemmed = strip(inputs)
+    np.testing.assert_allclose(stemmed.scores, direct.scores, rtol=1e-5, atol=1e-6)
+    assert (stemmed.flags == direct.flags).mean() > 0.999
+    assert auroc(stemmed.scores, truth) == pytest.approx(auroc(direct.scores, truth), abs=1e-4)
+    assert stemmed.info["entropy_threshold"] == pytest.approx(
+        direct.info["entropy_threshold"], rel=1e-5
+    )
+    from src.models.lstm import LSTM
+
+    assert BackdoorClassifier(LSTM(4, hidden=4), torch.optim.Adam).linear_stem() is None
+
+
 def test_strip_without_a_model_says_what_is_missing():
     inputs, _ = planted_features(separable=True)
     with pytest.raises(DetectorInputError, match="predict"):

@@ -324,7 +324,7 @@ def ibau(
     model,
     clean,
     seed: int = 0,
-    rounds: int = 5,
+    rounds: int = 10,
     fixed_point_steps: int = 5,
     lr: float = 1e-3,
     perturbation_lr: float = 10.0,

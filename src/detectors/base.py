@@ -30,6 +30,9 @@ class DetectorInputs:
     x: torch.Tensor | None = None  # model input view of the training rows
     cat: torch.Tensor | None = None  # their static categorical codes
     predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # P(y=1), batched
+    # (x -> h, (h, cat) -> P(y=1)) when the model's first operation on x is affine (the MLP):
+    # STRIP's blends are averages, which that map keeps, so it blends h instead of x
+    linear_stem: tuple[Callable, Callable] | None = None
     pool_x: torch.Tensor | None = None  # clean rows to blend with (STRIP): the validation split
     pool_cat: torch.Tensor | None = None
     pool_features: torch.Tensor | None = None  # penultimate activations of the clean pool (SCAn)

@@ -15,6 +15,11 @@ poison rate is assumed. Three variants (``variant``, recorded in info):
   grouped by the class the model predicts for them), each training row compared with the
   reference of its label's class.
 
+Where the model's first operation on its input is affine (the MLP's first Linear: ``W x + b``),
+the blends are made of that map's outputs instead, since ``W (x_i + x_j) / 2 + b`` is the average
+of ``W x_i + b`` and ``W x_j + b``: the same blends up to float rounding, without passing each
+blend through the widest layer (``inputs.linear_stem``).
+
 Rows are processed in chunks of about ``chunk`` blended inputs per forward pass; nothing loops
 over single rows. The pool draws do not depend on the chunk size, so neither do the scores
 (up to the model's float rounding across batch sizes); small chunks stay in cache.
@@ -44,18 +49,14 @@ def strip(
     if len(inputs.pool_x) == 0:
         raise ValueError("strip needs a non-empty clean pool (the validation split is empty)")
     g = torch.Generator().manual_seed(inputs.seed * 7919 + 17)
-    h = blended_entropy(
-        inputs.x, inputs.cat, inputs.pool_x, inputs.predict, n_perturbations, g, chunk
-    )
-    ref_idx = torch.randperm(len(inputs.pool_x), generator=g)[:n_pool_reference]
+    x, pool, predict = inputs.x, inputs.pool_x, inputs.predict
+    if inputs.linear_stem is not None:  # blend the first affine map's outputs: same averages
+        stem, predict = inputs.linear_stem
+        x, pool = stem(x), stem(pool)
+    h = blended_entropy(x, inputs.cat, pool, predict, n_perturbations, g, chunk)
+    ref_idx = torch.randperm(len(pool), generator=g)[:n_pool_reference]
     h_ref = blended_entropy(
-        inputs.pool_x[ref_idx],
-        inputs.pool_cat[ref_idx],
-        inputs.pool_x,
-        inputs.predict,
-        n_perturbations,
-        g,
-        chunk,
+        pool[ref_idx], inputs.pool_cat[ref_idx], pool, predict, n_perturbations, g, chunk
     )
     info = {"variant": variant, "flag_rule": "frr", "frr": frr, "n_perturbations": n_perturbations}
     if variant == "two_sided":

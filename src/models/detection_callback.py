@@ -139,6 +139,29 @@ def build_inputs(model, dm, seed: int, batch_size: int = 4096) -> DetectorInputs
     def forward(x: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
         return model(x.to(device), cat.to(device))
 
+    linear_stem = None
+    if model.linear_stem() is not None:
+        first, rest = model.linear_stem()
+
+        @torch.no_grad()
+        def stem(x: torch.Tensor) -> torch.Tensor:
+            return (
+                torch.cat(
+                    [
+                        first(x[s : s + batch_size].to(device)).cpu()
+                        for s in range(0, len(x), batch_size)
+                    ]
+                )
+                if len(x)
+                else x.new_zeros(0, first.out_features)
+            )
+
+        @torch.no_grad()
+        def predict_stem(h: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(rest(h.to(device), cat.to(device))).cpu()
+
+        linear_stem = (stem, predict_stem)
+
     model.eval()  # IG calls forward directly: dropout off
     c = dm.train_cohort
     test = dm.data["test"].subset(dm.triggered_rows)
@@ -161,6 +184,7 @@ def build_inputs(model, dm, seed: int, batch_size: int = 4096) -> DetectorInputs
         x=train.x,
         cat=train.cat,
         predict=predict,
+        linear_stem=linear_stem,
         pool_x=val.x,
         pool_cat=val.cat,
         pool_features=model.embed_all(dm.loader("val")).cpu(),

@@ -23,3 +23,9 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor, cat: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x)
+
+    def linear_stem(self):
+        """The first Linear, and the rest of the network from its output (see
+        ``BackdoorClassifier.linear_stem``)."""
+        rest = self.net[1:]
+        return self.net[0], lambda h, cat=None: rest(h)

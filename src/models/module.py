@@ -50,6 +50,18 @@ class BackdoorClassifier(L.LightningModule):
         """Logits of death, shape [B]."""
         return self.head(self.embed(x, cat)).squeeze(-1)
 
+    def linear_stem(self):
+        """``(stem, rest)`` when the encoder's first operation on ``x`` is one affine map (it
+        defines ``linear_stem``, as the MLP does): ``stem(x)`` is that map's output and
+        ``rest(h, cat)`` the logits from it, so ``rest(stem(x), cat) == self(x, cat)``. An
+        average of inputs maps to the average of their stem outputs, so STRIP blends there, at
+        a fraction of the cost. None for other encoders."""
+        split = getattr(self.encoder, "linear_stem", None)
+        if split is None:
+            return None
+        first, rest = split()
+        return first, lambda h, cat: self.head(rest(h, cat)).squeeze(-1)
+
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         # Batches are tuples of tensors; skip Lightning's generic collection walk when they
         # already sit on the device (the CPU case), a measurable share of a small model's step.
