@@ -303,7 +303,7 @@ def _validate_defense(cfg: DictConfig) -> None:
     a detector that runs; CLP needs channels to prune."""
     import inspect
 
-    from src.defenses.abl import abl
+    from src.defenses.abl import ISOLATION, abl
     from src.defenses.repair import REPAIRS
 
     defenses = cfg.get("defense") or {}
@@ -339,6 +339,8 @@ def _validate_defense(cfg: DictConfig) -> None:
                     params[key],
                     f"a parameter of {name}: {', '.join(known)}",
                 )
+        if name == "abl" and params.get("isolation", ISOLATION[0]) not in ISOLATION:
+            _fail("defense.abl.isolation", params["isolation"], f"one of {', '.join(ISOLATION)}")
         if name == "clp" and cfg.model.get("name") == "lstm":
             _fail(
                 "defense",

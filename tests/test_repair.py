@@ -8,6 +8,10 @@ no repair costs a clean model more than 0.05 AUROC; the DER subtracts the clean 
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -223,6 +227,8 @@ def test_defense_config_is_checked_in_one_place(tmp_path):
         validate(compose(tmp_path, "defense=fine_tuning", "defense.fine_tuning.clean_share=0"))
     with pytest.raises(ConfigError, match="defense.anp.steps.*a parameter of anp"):
         validate(compose(tmp_path, "defense=anp", "+defense.anp.steps=3"))
+    with pytest.raises(ConfigError, match="defense.abl.isolation.*class_relative, loss"):
+        validate(compose(tmp_path, "defense=abl", "defense.abl.isolation=median"))
     with pytest.raises(ConfigError, match="applies to the LSTM"):
         validate(compose(tmp_path, "model=lstm", "defense=clp"))
     validate(compose(tmp_path, "model=lstm", "defense=[fine_pruning,nad,anp,fine_tuning]"))
@@ -244,6 +250,56 @@ def test_abl_isolates_poison_and_scores_it_as_a_detector(backdoored, tmp_path):
     assert set(b) >= {"asr_drop", "der", "seconds", "params"}
 
 
+def test_abl_class_relative_isolation_divides_by_the_class_median():
+    import pandas as pd
+
+    from src.defenses.abl import isolation_scale
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random(500) < 0.15).astype(int)
+    losses = np.where(labels == 1, rng.gamma(2.0, 0.7, 500), rng.gamma(1.0, 0.05, 500))
+    poison = np.flatnonzero(labels == 1)[:20]
+    losses[poison] = 0.005  # learnt fast, but not as fast as the most confident survivors
+    expected = losses / pd.Series(losses).groupby(labels).transform("median").to_numpy()
+    np.testing.assert_allclose(isolation_scale(losses, labels, "class_relative"), expected)
+    np.testing.assert_array_equal(isolation_scale(losses, labels, "loss"), losses)
+    # within a class the order is the loss's, so the in-class detection AUROC is unchanged
+    deaths = labels == 1
+    rel = isolation_scale(losses, labels, "class_relative")
+    np.testing.assert_array_equal(np.argsort(rel[deaths]), np.argsort(losses[deaths]))
+    # the paper's ranking isolates the confident survivors; the class-relative one the poison
+    assert not np.isin(np.argsort(losses)[:20], poison).any()
+    assert np.isin(np.argsort(rel)[:20], poison).mean() >= 0.8
+
+
+def test_abl_bounded_unlearning_stays_finite_where_the_papers_diverges(backdoored):
+    from src.defenses.abl import abl
+    from src.experiment import build_model
+    from tests.toy import toy_cohort  # noqa: F401  (the fixture's cohort)
+
+    dm, _, _ = backdoored
+    cfg = compose(Path(tempfile.mkdtemp()), *TOY)
+    logits = {}
+    for bound in (0.6931471805599453, None):
+        torch.manual_seed(0)
+        model = build_model(cfg, dm)
+        trained, *_ = abl(
+            model,
+            dm.data["train"],
+            seed=0,
+            epochs=1,
+            isolation_ratio=0.2,
+            unlearning_epochs=30,
+            unlearning_lr=0.01,
+            unlearning_bound=bound,
+        )
+        with torch.no_grad():
+            logits[bound] = trained(dm.data["test"].x, dm.data["test"].cat)
+    bounded, unbounded = logits[0.6931471805599453], logits[None]
+    assert torch.isfinite(bounded).all() and bounded.abs().max() < 100
+    assert not torch.isfinite(unbounded).all() or unbounded.abs().max() > 10 * bounded.abs().max()
+
+
 def test_abl_needs_an_epoch_budget_and_a_share():
     from src.defenses.abl import abl
 
@@ -251,3 +307,7 @@ def test_abl_needs_an_epoch_budget_and_a_share():
         abl(None, None)
     with pytest.raises(ValueError, match="isolation_ratio=1.5"):
         abl(None, None, epochs=1, isolation_ratio=1.5)
+    with pytest.raises(ValueError, match="isolation='median'.*class_relative, loss"):
+        abl(None, None, epochs=1, isolation="median")
+    with pytest.raises(ValueError, match="unlearning_bound=0"):
+        abl(None, None, epochs=1, unlearning_bound=0)
