@@ -9,7 +9,11 @@ CPU-seconds are the children's user + system time (resource.getrusage), so a bus
 the wall clock more than them. The full grid is 1000 jobs: 250 per model, extrapolated per model
 from the slice's mean seconds per job of that model.
 
-Usage:  python -m benchmarks.bench_grid [--jobs 2] [--out results.json] [overrides ...]
+``--baseline REF`` also runs the joblib slice from a git worktree of commit REF, in the same
+benchmark run and on the same cache, so that a change's effect on CPU-seconds per job is
+measured against the code before it under the same load.
+
+Usage:  python -m benchmarks.bench_grid [--jobs 2] [--baseline REF] [--out results.json] [overrides ...]
         python -m benchmarks.bench_grid data.n_stays=2000      (a check in about a minute)
 """
 
@@ -39,7 +43,9 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run_slice(overrides: list[str], cache: Path, out: Path, launcher: list[str]) -> dict:
+def run_slice(
+    overrides: list[str], cache: Path, out: Path, launcher: list[str], root: Path = ROOT
+) -> dict:
     cmd = [
         sys.executable,
         "-m",
@@ -55,7 +61,7 @@ def run_slice(overrides: list[str], cache: Path, out: Path, launcher: list[str])
         "trainer.enable_progress_bar=false",
     ]
     cpu0, t0 = children_cpu(), time.perf_counter()
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    p = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
     if p.returncode != 0:
         sys.exit(f"the slice failed ({' '.join(cmd)}):\n{p.stderr[-3000:]}")
@@ -112,6 +118,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="parallel jobs (joblib n_jobs)")
     ap.add_argument("--cache", default=None, help="cache dir (default: a fresh temporary one)")
     ap.add_argument("--out", default=None, help="write the measurements here as JSON")
+    ap.add_argument("--baseline", default=None, help="also run the joblib slice at this git commit")
     ap.add_argument("overrides", nargs="*", help="extra overrides for both runs")
     a = ap.parse_args()
 
@@ -127,8 +134,25 @@ def main() -> None:
         }
         par = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={a.jobs}"]
         res[f"joblib_x{a.jobs}"] = run_slice(a.overrides, cache, tmp / "par", par)
+        names = ["sequential", f"joblib_x{a.jobs}"]
+        if a.baseline:
+            tree = tmp / "baseline"
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", str(tree), a.baseline],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
+            try:
+                name = f"joblib_x{a.jobs} at {a.baseline}"
+                res[name] = run_slice(a.overrides, cache, tmp / "base", par, root=tree)
+                names.append(name)
+            finally:
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False
+                )
         res["report_s"] = report_seconds(tmp / "seq")
-    for name in ("sequential", f"joblib_x{a.jobs}"):
+    for name in names:
         r = res[name]
         # the slice's wall clock, scaled by the full grid's in-job seconds over the slice's
         # (each model's mean job, 250 jobs per model): overheads scale with the jobs
