@@ -96,3 +96,40 @@ def test_a_slurm_sweep_records_a_failure_resumes_and_matches_joblib(slurm_cluste
     cols = ["job", "status", "clean.auroc", "attack.asr"]
     assert pd.read_csv(d / "summary.csv")[cols].equals(pd.read_csv(j / "summary.csv")[cols])
     assert "## Failed jobs" in (d / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_each_grid_cell_gets_its_own_slurm_resources(slurm_cluster, cache, tmp_path):
+    # one array per model, each with its cell's wall time; the jobs keep the sweep's numbers
+    d = tmp_path / "cells"
+    p = run_sweep(
+        "+sweep=smoke",
+        "seed=0",
+        "poison_rate=0",
+        "model=mlp,lstm",
+        "detectors=none",
+        *SLURM,
+        "++hydra.launcher.resources.mlp.timeout_min=11",
+        "++hydra.launcher.resources.lstm.timeout_min=13",
+        cache=cache,
+        sweep_dir=d,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert statuses(d) == {"0": "ok", "1": "ok"}
+    limits = {}
+    for out in (d / ".submitit").glob("*/*_log.out"):
+        array_id = out.parent.name.split("_")[0]
+        job = next(
+            line.split("/")[-2]
+            for line in out.read_text().splitlines()
+            if line.startswith("results ")
+        )
+        model = json.loads((d / job / "results.json").read_text())["config"]["choices"]["model"]
+        acct = subprocess.run(
+            ["sacct", "-n", "-X", "-o", "Timelimit", "-j", array_id],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        limits[model] = acct.stdout.split()[0]
+    assert limits == {"mlp": "00:11:00", "lstm": "00:13:00"}, limits

@@ -132,6 +132,14 @@ def test_threads_per_job_divide_the_cores_between_parallel_jobs(monkeypatch):
         {"launcher": {"_target_": "x.submitit_launcher.SlurmLauncher", "cpus_per_task": 3}}
     )
     assert sw.thread_budget(slurm) == 3
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")  # inside a job of a cell sized 6 CPUs
+    assert sw.thread_budget(slurm) == 6
+    cell = OmegaConf.create(
+        {"launcher": {"_target_": "x.cell_launcher.CellSlurmLauncher", "cpus_per_task": 3}}
+    )
+    assert sw.thread_budget(cell) == 6
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert sw.thread_budget(cell) == 3
     local = OmegaConf.create(
         {
             "launcher": {
@@ -148,6 +156,32 @@ def test_threads_per_job_divide_the_cores_between_parallel_jobs(monkeypatch):
     monkeypatch.setenv(sw.THREADS_ENV, "lots")
     with pytest.raises(ValueError, match="ICU_BACKDOOR_THREADS='lots'.*positive integer"):
         sw.thread_budget(joblib)
+
+
+def test_the_cell_launcher_groups_jobs_by_model_and_lays_their_resources_over_its_own():
+    from hydra_plugins.icu_backdoor.cell_launcher import CellSlurmLauncher, cell_value
+
+    assert cell_value(["seed=0", "model=lstm"], "model", "mlp") == "lstm"
+    assert cell_value(["+model=tcn"], "model", None) == "tcn"
+    assert cell_value(["seed=0"], "model", "mlp") == "mlp"  # not swept: the run's own
+    launcher = CellSlurmLauncher(
+        resources=OmegaConf.create({"lstm": {"timeout_min": 30, "mem_gb": 6}}),
+        timeout_min=10,
+        mem_gb=4,
+        cpus_per_task=2,
+        submitit_folder="x",
+    )
+    jobs = [["model=mlp", "seed=0"], ["model=lstm", "seed=0"], ["model=mlp", "seed=1"]]
+    assert launcher.groups(jobs) == {"mlp": [0, 2], "lstm": [1]}
+    assert launcher.cell_params("lstm") == {
+        "timeout_min": 30,
+        "mem_gb": 6,
+        "cpus_per_task": 2,
+        "submitit_folder": "x",
+    }
+    assert launcher.cell_params("mlp")["timeout_min"] == 10  # no entry: the launcher's own
+    with pytest.raises(ValueError, match="resources.tcn: gpus not launcher settings"):
+        CellSlurmLauncher(resources={"tcn": {"gpus": 1}}, timeout_min=10)
 
 
 def test_progress_counts_results_and_estimates_from_this_invocations_jobs(tmp_path):
