@@ -101,7 +101,7 @@ def test_scan_finds_a_poison_that_is_half_of_its_class():
     out = scan(inputs)
     rows = inputs.labels == 1
     assert roc_auc_score(truth[rows], out.scores[rows]) > 0.95
-    assert out.info["J"]["1"] > out.info["J"]["0"] and out.info["flagged_class"] == 1
+    assert out.info["J"]["1"] > out.info["J"]["0"] and out.info["flagged_classes"] == [1]
     assert out.flags[truth].mean() > 0.9 and out.flags[~truth].mean() < 0.05
     np.testing.assert_array_equal(scan(inputs).scores, out.scores)  # seeded
 
@@ -113,6 +113,36 @@ def test_scan_without_poison_ranks_at_chance():
     out = scan(inputs)
     rows = inputs.labels == 1
     assert 0.35 < roc_auc_score(truth[rows], out.scores[rows]) < 0.65
+
+
+def test_scan_flags_no_class_without_poison_and_only_the_poisoned_class_with_it():
+    # "the class with the larger J" always flags a class; the clean pool's share does not
+    inputs, _ = planted(poison=False)
+    out = scan(inputs)
+    assert out.info["flagged_classes"] == [] and not out.flags.any(), out.info["z"]
+    inputs, truth = planted(share=0.3, shift=4.0, seed=1)
+    out = scan(inputs)
+    assert out.info["flagged_classes"] == [1], out.info["z"]
+    assert out.flags[truth].mean() > 0.8 and not out.flags[inputs.labels == 0].any()
+    # the same poison in class 0 instead: class 0 is the one flagged
+    flipped = planted(share=0.3, shift=4.0, seed=1)[0]
+    flipped.labels = 1 - flipped.labels
+    flipped.pool_labels = 1 - flipped.pool_labels
+    assert scan(flipped).info["flagged_classes"] == [0]
+
+
+def test_pool_excess_z_is_the_two_proportion_test():
+    from scipy.stats import chi2_contingency
+
+    from src.detectors.scan import pool_excess_z
+
+    for s_t, n_t, s_q, n_q in [(300, 700, 20, 150), (50, 400, 12, 100), (5, 30, 9, 10)]:
+        z = pool_excess_z(s_t, n_t, s_q, n_q)
+        table = [[s_t, n_t - s_t], [s_q, n_q - s_q]]
+        chi2 = chi2_contingency(table, correction=False).statistic
+        assert z**2 == pytest.approx(chi2, rel=1e-9)
+        assert np.sign(z) == np.sign(s_t / n_t - s_q / n_q)
+    assert pool_excess_z(0, 10, 0, 5) == 0.0  # nobody in the subgroup: undefined, not flagged
 
 
 def test_scan_says_it_needs_the_clean_pool():

@@ -14,8 +14,12 @@ of each class's representations that does not assume the poison is a small minor
 
 The paper flags classes whose J is an outlier by the median absolute deviation across classes
 (anomaly index above e^2). With two classes the MAD rule is degenerate (both classes sit at the
-same distance from their median), so the flag rule here is: the suspicious subgroup of the class
-with the larger J. Both J values are in info. Computations follow the authors' formulas; the
+same distance from their median), and "the class with the larger J" flags a class even when
+there is no poison (and flagged the survivors on the default run). The flag rule here uses the
+clean pool instead: a class's suspicious subgroup is flagged when it holds a larger share of the
+class's training rows than of its clean pool rows, by a two-proportion z statistic above
+``z_flag`` (poison is in the training split only; a natural split of a clean class divides both
+alike). J and z per class are in info. Computations follow the authors' formulas; the
 EM and the split are vectorised over rows.
 """
 
@@ -88,7 +92,15 @@ def statistic(x, su, se, f, g, u1, u2) -> float:
     return float(sc / n)
 
 
-def scan(inputs: DetectorInputs, min_rows: int = 20) -> Detection:
+def pool_excess_z(s_t: int, n_t: int, s_q: int, n_q: int) -> float:
+    """Two-proportion z statistic (pooled variance) of ``s_t / n_t`` (training rows in the
+    suspicious subgroup) against ``s_q / n_q`` (clean pool rows in it); 0 when undefined."""
+    p = (s_t + s_q) / (n_t + n_q)
+    var = p * (1 - p) * (1 / n_t + 1 / n_q)
+    return float((s_t / n_t - s_q / n_q) / np.sqrt(var)) if var > 0 else 0.0
+
+
+def scan(inputs: DetectorInputs, min_rows: int = 20, z_flag: float = 3.0) -> Detection:
     require(inputs, "scan", "pool_features", "pool_labels")
     feats = np.asarray(inputs.features, dtype=np.float64)
     pool = np.asarray(inputs.pool_features, dtype=np.float64)
@@ -103,7 +115,8 @@ def scan(inputs: DetectorInputs, min_rows: int = 20) -> Detection:
     is_pool = np.r_[np.zeros(len(feats), bool), np.ones(len(pool), bool)]
     scores = np.zeros(len(feats))
     groups: dict[int, np.ndarray] = {}
-    info: dict = {"flag_rule": "larger_J", "J": {}, "suspicious_share": {}}
+    info: dict = {"flag_rule": "pool_excess", "z_flag": z_flag, "J": {}, "z": {}}
+    info["suspicious_share"] = {}
     for c in np.unique(labels):
         rows = np.flatnonzero(y_all == c)
         if (labels == c).sum() < min_rows or (pool_labels == c).sum() < 2:
@@ -122,12 +135,15 @@ def scan(inputs: DetectorInputs, min_rows: int = 20) -> Detection:
         scale = np.std(margin) or 1.0
         train_rows = ~p
         scores[np.flatnonzero(labels == c)] = sign * margin[train_rows] / scale
-        suspicious = (g if sign > 0 else ~g)[train_rows]
+        in_group = g if sign > 0 else ~g
+        suspicious = in_group[train_rows]
         groups[int(c)] = suspicious
         info["suspicious_share"][str(int(c))] = float(suspicious.mean())
+        info["z"][str(int(c))] = pool_excess_z(
+            int(suspicious.sum()), len(suspicious), int(in_group[p].sum()), int(p.sum())
+        )
     flags = np.zeros(len(feats), dtype=bool)
-    if info["J"]:
-        worst = max(info["J"], key=info["J"].get)
-        flags[np.flatnonzero(labels == int(worst))] = groups[int(worst)]
-        info["flagged_class"] = int(worst)
+    info["flagged_classes"] = [int(c) for c, z in info["z"].items() if z > z_flag]
+    for c in info["flagged_classes"]:
+        flags[np.flatnonzero(labels == c)] = groups[c]
     return Detection(scores, flags, info)
