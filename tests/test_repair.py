@@ -164,26 +164,18 @@ def test_hypergradient_is_the_implicit_function_theorem_on_a_quadratic():
     c, d = torch.randn(4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
     theta = torch.randn(4, dtype=torch.float64, requires_grad=True)
     w_star = torch.linalg.solve(a, theta.detach())
-    hypergradient(
-        lambda w: c @ w + d @ theta,
-        lambda w: 0.5 * w @ a @ w - theta @ w,
-        w_star,
-        [theta],
-        steps=500,
-        inner_step=1.0 / float(torch.linalg.eigvalsh(a).max()),
-    )
+
+    def total_derivative(steps: int, inner_step: float) -> torch.Tensor:
+        theta.grad = None
+        outer, inner = (lambda w: c @ w + d @ theta), (lambda w: 0.5 * w @ a @ w - theta @ w)
+        hypergradient(outer, inner, w_star, [theta], steps=steps, inner_step=inner_step)
+        return theta.grad
+
     expected = torch.linalg.solve(a, c) + d
-    assert torch.allclose(theta.grad, expected, atol=1e-8)
+    step = 1.0 / float(torch.linalg.eigvalsh(a).max())
+    assert torch.allclose(total_derivative(500, step), expected, atol=1e-8)
     # one step is the direct term plus inner_step * c only: the iterations matter
-    theta.grad = None
-    hypergradient(
-        lambda w: c @ w + d @ theta,
-        lambda w: 0.5 * w @ a @ w - theta @ w,
-        w_star,
-        [theta],
-        steps=1,
-        inner_step=0.1,
-    )
+    theta.grad = total_derivative(1, 0.1)
     assert torch.allclose(theta.grad, d + 0.1 * c)
 
 
@@ -275,7 +267,6 @@ def test_abl_class_relative_isolation_divides_by_the_class_median():
 def test_abl_bounded_unlearning_stays_finite_where_the_papers_diverges(backdoored):
     from src.defenses.abl import abl
     from src.experiment import build_model
-    from tests.toy import toy_cohort  # noqa: F401  (the fixture's cohort)
 
     dm, _, _ = backdoored
     cfg = compose(Path(tempfile.mkdtemp()), *TOY)
