@@ -147,11 +147,16 @@ def _read_state(sweep_dir: Path) -> dict:
 
 def progress_line(sweep_dir: Path, now: float | None = None) -> str:
     """``done/total``, elapsed since this invocation started, and the estimated rest (from the
-    jobs finished in this invocation: skipped ones do not count towards the rate)."""
+    jobs finished in this invocation: skipped ones do not count towards the rate). A job that
+    failed in an earlier invocation runs again, so its old results.json does not count as done."""
     now = time.time() if now is None else now
     state = _read_state(sweep_dir)
     start, total = state.get("start"), state.get("total")
-    mtimes = [p.stat().st_mtime for p in sweep_dir.rglob("results.json")]
+    mtimes = [
+        m
+        for p in sweep_dir.rglob("results.json")
+        if (m := p.stat().st_mtime) >= (start or 0) or _finished_ok(p)
+    ]
     done = len(mtimes)
     line = f"progress {done}/{total if total else '?'} jobs"
     if start is None:
@@ -164,6 +169,17 @@ def progress_line(sweep_dir: Path, now: float | None = None) -> str:
     elif total and done >= total:
         line += ", all done"
     return line
+
+
+def _finished_ok(path: Path) -> bool:
+    """Whether a results.json says ``status: ok``; the status is among its first keys, so the
+    head of the file is enough (progress reads every job's file after every job)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512).decode("utf-8", "replace")
+    except OSError:
+        return False
+    return '"status": "ok"' in head
 
 
 def _fmt_s(s: float) -> str:

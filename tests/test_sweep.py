@@ -187,13 +187,15 @@ def test_the_cell_launcher_groups_jobs_by_model_and_lays_their_resources_over_it
 def test_progress_counts_results_and_estimates_from_this_invocations_jobs(tmp_path):
     start = 1_000_000.0
     (tmp_path / sw.STATE_FILE).write_text(json.dumps({"start": start, "total": 5}))
-    for i, mtime in enumerate([start - 50, start + 20, start + 40]):  # job 0: an earlier run
+    runs = [(start - 50, "ok"), (start + 20, "ok"), (start + 40, "failed"), (start - 30, "failed")]
+    for i, (mtime, status) in enumerate(runs):  # jobs 0 and 3: an earlier invocation
         (tmp_path / str(i)).mkdir()
         p = tmp_path / str(i) / "results.json"
-        p.write_text("{}")
+        p.write_text(json.dumps({"schema_version": "1.0", "status": status}, indent=2))
         os.utime(p, (mtime, mtime))
     line = sw.progress_line(tmp_path, now=start + 60)
-    # 3 of 5 done; 2 finished in this invocation in 60 s: 30 s each, 2 left: about 60 s
+    # 3 of 5 done (job 3 failed before and runs again); 2 finished in this invocation in 60 s:
+    # 30 s each, 2 left: about 60 s
     assert line == "progress 3/5 jobs, elapsed 1 min 00 s, about 1 min 00 s left"
     assert sw.progress_line(tmp_path / "nothing") == "progress 0/? jobs"
 
