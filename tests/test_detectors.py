@@ -237,6 +237,8 @@ def test_strip_blending_the_mlps_first_layer_outputs_gives_the_input_blends_scor
         lambda h, cat: torch.sigmoid(rest(h, cat)).detach(),
     )
     stemmed = strip(inputs)
+    assert direct.info["blended"] == "input"
+    assert stemmed.info["blended"] == "first affine layer's output"
     np.testing.assert_allclose(stemmed.scores, direct.scores, rtol=1e-5, atol=1e-6)
     assert (stemmed.flags == direct.flags).mean() > 0.999
     assert auroc(stemmed.scores, truth) == pytest.approx(auroc(direct.scores, truth), abs=1e-4)

@@ -59,6 +59,7 @@ def strip(
         pool[ref_idx], inputs.pool_cat[ref_idx], pool, predict, n_perturbations, g, chunk
     )
     info = {"variant": variant, "flag_rule": "frr", "frr": frr, "n_perturbations": n_perturbations}
+    info["blended"] = "input" if inputs.linear_stem is None else "first affine layer's output"
     if variant == "two_sided":
         lo, med, hi = np.quantile(h_ref, [frr / 2, 0.5, 1 - frr / 2])
         mad = float(np.median(np.abs(h_ref - med))) or 1e-12
