@@ -368,7 +368,7 @@ def ibau(
             for x, cat, y in shuffled_batches(clean, batch_size, g):
                 n = len(y)
                 rows = torch.randperm(n, generator=g)[: max(1, int(round(portion * n)))]
-                on = torch.zeros(n, *[1] * (x.dim() - 1))
+                on = torch.zeros(n, *[1] * (x.dim() - 1), device=x.device)
                 on[rows] = 1.0
 
                 def outer(w, x=x, cat=cat, y=y, on=on):
