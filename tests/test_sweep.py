@@ -46,6 +46,7 @@ def hydra_cfg(*overrides):
         (["+sweep=smoke", "seed=0"], 2),  # the command line replaces the grid's values of a key
         (["+sweep=quick"], 2 * 2 * 4 * 3),
         (["+sweep=paper"], 10 * 5 * 5 * 4),
+        (["+sweep=defenses"], 4 * 3 * 3),
         (["+sweep=smoke", "model=mlp,lstm"], 8),
     ],
 )
@@ -55,7 +56,7 @@ def test_job_count_follows_the_grid_and_the_command_line(overrides, n):
     assert sw.count_jobs(h) == n
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "paper", "defenses"])
 def test_every_option_a_grid_names_exists(name):
     params = yaml.safe_load((ROOT / "conf" / "sweep" / f"{name}.yaml").read_text())
     params = params["hydra"]["sweeper"]["params"]
