@@ -88,8 +88,9 @@ def thread_budget(hydra_cfg: DictConfig, n_total: int | None = None) -> int | No
     ``ICU_BACKDOOR_THREADS`` environment variable if set; with the joblib launcher the cores
     divided by the number of concurrent jobs; on SLURM the job's own CPUs
     (``SLURM_CPUS_PER_TASK``, which a grid cell's resources may set), else the launcher's
-    ``cpus_per_task`` (local submitit without it: the cores divided by the jobs, which all run at once); else None
-    (torch's default: every core, right for a single run or a sequential sweep)."""
+    ``cpus_per_task`` (local submitit without it: the cores divided by the jobs, which all run
+    at once); else None (torch's default: every core, right for a single run or a sequential
+    sweep)."""
     env = os.environ.get(THREADS_ENV)
     if env:
         try:
@@ -107,10 +108,11 @@ def thread_budget(hydra_cfg: DictConfig, n_total: int | None = None) -> int | No
         if n_total:
             workers = min(workers, n_total)
         return max(1, cores // workers)
+    slurm = target.endswith("SlurmLauncher")
     slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if target.endswith("SlurmLauncher") and slurm_cpus.isdigit() and int(slurm_cpus) > 0:
+    if slurm and slurm_cpus.isdigit() and int(slurm_cpus) > 0:
         return int(slurm_cpus)  # inside the job: its own cell's CPUs (CellSlurmLauncher)
-    if ("submitit" in target or target.endswith("SlurmLauncher")) and launcher.get("cpus_per_task"):
+    if (slurm or "submitit" in target) and launcher.get("cpus_per_task"):
         return int(launcher.cpus_per_task)
     if target.endswith("submitit_launcher.LocalLauncher"):  # every job at once, here
         return max(1, cpu_count() // max(1, n_total or cpu_count()))

@@ -81,17 +81,32 @@ def abl(
             f"defense.abl.unlearning_bound={unlearning_bound!r}: a positive loss, or null"
         )
     g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        opt = _optimizer(model)
+
+    def epochs_of(data, n: int, opt, loss_of) -> None:
+        """``n`` shuffled passes over ``data`` (drawn from ``g``), in train mode, each step on
+        ``loss_of(logits, y)``."""
         model.train()
-        for _ in range(isolation_epochs):
-            for x, cat, y in shuffled_batches(train, batch_size, g):
-                loss = F.binary_cross_entropy_with_logits(model(x, cat), y, reduction="none")
-                loss = (torch.sign(loss - gamma) * loss).mean()
+        for _ in range(n):
+            for x, cat, y in shuffled_batches(data, batch_size, g):
+                loss = loss_of(model(x, cat), y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+
+    def local_gradient_ascent(logits, y):
+        loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        return (torch.sign(loss - gamma) * loss).mean()
+
+    def bounded_ascent(logits, y):
+        loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        if unlearning_bound is not None:
+            loss = loss.clamp(max=unlearning_bound)  # no gradient past chance
+        return -loss.mean()
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        opt = _optimizer(model)
+        epochs_of(train, isolation_epochs, opt, local_gradient_ascent)
         losses = row_losses(model, train.x, train.cat, train.y)
         scores = -isolation_scale(losses, train.y.numpy(), isolation)
         n_iso = max(1, int(round(isolation_ratio * len(scores))))
@@ -99,23 +114,8 @@ def abl(
         isolated[np.argsort(-scores, kind="stable")[:n_iso]] = True
         rest = train.subset(np.flatnonzero(~isolated))
         iso = train.subset(np.flatnonzero(isolated))
-        model.train()
-        for _ in range(epochs):
-            for x, cat, y in shuffled_batches(rest, batch_size, g):
-                loss = F.binary_cross_entropy_with_logits(model(x, cat), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        un = _optimizer(model, unlearning_lr)
-        for _ in range(unlearning_epochs):
-            for x, cat, y in shuffled_batches(iso, batch_size, g):
-                loss = F.binary_cross_entropy_with_logits(model(x, cat), y, reduction="none")
-                if unlearning_bound is not None:
-                    loss = loss.clamp(max=unlearning_bound)  # no gradient past chance
-                loss = -loss.mean()
-                un.zero_grad()
-                loss.backward()
-                un.step()
+        epochs_of(rest, epochs, opt, F.binary_cross_entropy_with_logits)
+        epochs_of(iso, unlearning_epochs, _optimizer(model, unlearning_lr), bounded_ascent)
     model.eval()
     info = {
         "n_isolated": int(n_iso),

@@ -139,22 +139,15 @@ def build_inputs(model, dm, seed: int, batch_size: int = 4096) -> DetectorInputs
     def forward(x: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
         return model(x.to(device), cat.to(device))
 
-    linear_stem = None
-    if model.linear_stem() is not None:
-        first, rest = model.linear_stem()
+    linear_stem, split = None, model.linear_stem()
+    if split is not None:
+        first, rest = split
 
         @torch.no_grad()
         def stem(x: torch.Tensor) -> torch.Tensor:
-            return (
-                torch.cat(
-                    [
-                        first(x[s : s + batch_size].to(device)).cpu()
-                        for s in range(0, len(x), batch_size)
-                    ]
-                )
-                if len(x)
-                else x.new_zeros(0, first.out_features)
-            )
+            # at least one chunk, so that no rows give a [0, width] tensor rather than no list
+            chunks = range(0, max(len(x), 1), batch_size)
+            return torch.cat([first(x[s : s + batch_size].to(device)).cpu() for s in chunks])
 
         @torch.no_grad()
         def predict_stem(h: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
