@@ -15,6 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from src.allocator import keep_freed_memory
 from src.config import to_plain
 from src.results import Timer, failure, print_summary, skeleton, write_json_atomic
 
@@ -27,6 +28,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     import_frozen()
+    keep_freed_memory()
     results = skeleton(cfg)
     clock = Timer()
     try:

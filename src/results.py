@@ -116,6 +116,9 @@ def _environment(pyversion: str) -> dict:
         )
     except ImportError:
         pass
+    from src.allocator import keep_freed_memory
+
+    env["malloc"] = keep_freed_memory()
     return env
 
 

@@ -1,6 +1,7 @@
 """The real command line, as a user runs it (subprocess), on a tiny synthetic cohort."""
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -84,17 +85,29 @@ def test_same_seed_gives_identical_metrics(cache, tmp_path, monkeypatch):
     """Our pipeline (seeding, split, poisoning, batch order, training) is deterministic. With
     two intra-op threads torch itself now and then trains to different float32 bits in a fresh
     process (docs/models.md: 6 of about 505 on the development machine), so both runs use one
-    thread, as sweep jobs do."""
+    thread, as sweep jobs do. The first run keeps glibc's own malloc settings and the second
+    has ours (src/allocator.py): where memory comes from must not change a number."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     results = []
     for k in ("a", "b"):
+        monkeypatch.setenv("ICU_BACKDOOR_MALLOC", "default" if k == "a" else "")
         p = run_cli("experiment=smoke", "seed=3", cache=cache, out=tmp_path / k)
         assert p.returncode == 0, p.stderr[-3000:]
         results.append(json.loads((tmp_path / k / "results.json").read_text()))
     a, b = results
-    differ = {k: (a[k], b[k]) for k in ("clean", "attack", "counts") if a[k] != b[k]}
+    keys = ("clean", "attack", "counts", "detection", "stealth")
+    differ = {k: (a[k], b[k]) for k in keys if without_timings(a[k]) != without_timings(b[k])}
     assert not differ, f"same seed, different numbers: {differ}; environment {a['environment']}"
     assert a["environment"]["torch_threads"] == 1
+    assert a["environment"]["malloc"] is None
+    if platform.libc_ver()[0] == "glibc":
+        assert b["environment"]["malloc"] == {"M_MMAP_THRESHOLD": 2**25, "M_TRIM_THRESHOLD": 2**30}
+
+
+def without_timings(o):
+    if isinstance(o, dict):
+        return {k: without_timings(v) for k, v in o.items() if k != "timing_s"}
+    return o
 
 
 def test_help_answers_fast():
