@@ -149,22 +149,32 @@ def bootstrap_auroc_interval(
     prob, y, seed: int = 0, n_boot: int = N_BOOTSTRAP, confidence: float = CONFIDENCE
 ) -> tuple[float, float] | None:
     """Percentile bootstrap interval of the AUROC over test rows (rows resampled with
-    replacement, seeded; resamples with one class are skipped). AUROC per resample from ranks:
-    (sum of the positives' ranks - n1 (n1 + 1) / 2) / (n1 n0), ties ranked by their mean."""
-    from scipy.stats import rankdata
+    replacement, seeded; resamples with one class are skipped).
 
+    A resample is a count per row, so its AUROC needs no sort: with the distinct scores in
+    order, U = sum over scores of (positives at that score) x (negatives below it + half of
+    those tied with it), AUROC = U / (n1 n0). 2U is an integer, so U is the same float as the
+    rank-sum form (sum of the positives' mean ranks - n1 (n1 + 1) / 2), and so is each AUROC;
+    this costs one pass over the rows per resample instead of one sort."""
     p = np.asarray(prob, dtype=np.float64).ravel()
     t = np.asarray(y).ravel().astype(bool)
     if not _both_classes(t):
         return None
+    n = len(p)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(p), size=(n_boot, len(p)))
-    ranks = rankdata(p[idx], axis=1)
-    pos = t[idx]
-    n1 = pos.sum(1)
-    n0 = len(p) - n1
+    idx = rng.integers(0, n, size=(n_boot, n))
+    # counts[b, k]: how often distinct score k was drawn for a positive (neg) row in resample b
+    value_of_row = np.unique(p, return_inverse=True)[1].ravel()
+    n_values = int(value_of_row.max()) + 1
+    cell = value_of_row[idx] + (np.arange(n_boot) * n_values)[:, None]
+    size = n_boot * n_values
+    pos = np.bincount(cell[t[idx]], minlength=size).reshape(n_boot, n_values)
+    neg = np.bincount(cell[~t[idx]], minlength=size).reshape(n_boot, n_values)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    twice_u = (pos * (2 * neg_below + neg)).sum(1)
+    n1, n0 = pos.sum(1), neg.sum(1)
     ok = (n1 > 0) & (n0 > 0)
-    auc = ((ranks * pos).sum(1)[ok] - n1[ok] * (n1[ok] + 1) / 2) / (n1[ok] * n0[ok])
+    auc = (twice_u[ok] / 2) / (n1[ok] * n0[ok])
     lo, hi = np.quantile(auc, [0.5 - confidence / 2, 0.5 + confidence / 2])
     return float(lo), float(hi)
 

@@ -144,6 +144,25 @@ def test_bootstrap_auroc_interval_equals_a_loop_over_sklearn():
     assert lo <= roc_auc_score(y, p) <= hi
 
 
+@pytest.mark.parametrize("ties", [True, False])
+def test_bootstrap_auroc_by_counts_is_the_rank_sum_form_to_the_bit(ties):
+    """The interval counts draws per distinct score; the rank-sum form (scipy's mean ranks of
+    each resample, as the function computed before) must give the same floats, ties included."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(11)
+    y = (rng.uniform(size=2000) < 0.12).astype(int)
+    p = rng.uniform(size=2000) + 0.4 * y
+    p = np.round(p, 2) if ties else p
+    idx = np.random.default_rng(5).integers(0, 2000, size=(400, 2000))
+    ranks, pos = rankdata(p[idx], axis=1), y[idx].astype(bool)
+    n1 = pos.sum(1)
+    n0 = 2000 - n1
+    auc = ((ranks * pos).sum(1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+    ref = tuple(np.quantile(auc, [0.025, 0.975]))
+    assert bootstrap_auroc_interval(p, y, seed=5, n_boot=400) == ref
+
+
 def test_clean_and_attack_metrics_carry_their_intervals():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 300)
