@@ -210,24 +210,46 @@ def test_strip_scores_do_not_depend_on_the_chunk_size():
         np.testing.assert_allclose(strip(inputs, chunk=chunk).scores, whole, rtol=1e-6, atol=1e-7)
 
 
-def test_strip_blending_the_mlps_first_layer_outputs_gives_the_input_blends_scores():
-    # (W a + b + W c + b) / 2 = W (a + c) / 2 + b: blending after the first Linear must give the
-    # entropies of blending the inputs, up to float rounding, with the same pool draws
+def _mlp_with_a_trigger_column():
     from src.models.mlp import MLP
     from src.models.module import BackdoorClassifier
 
-    inputs, truth = strip_inputs(separable=True)
-    torch.manual_seed(0)
-    model = BackdoorClassifier(MLP(8, hidden=[16, 8], dropout=0.3), torch.optim.Adam).eval()
+    model = BackdoorClassifier(MLP(8, hidden=[16, 8], dropout=0.3), torch.optim.Adam)
     with torch.no_grad():
         model.encoder.net[0].weight[:, 0] *= 8.0  # make column 0 (the trigger) matter
+    return model, lambda x: x
+
+
+def _tcn_with_a_trigger_channel():
+    from src.models.module import BackdoorClassifier
+    from src.models.tcn import TCN
+
+    model = BackdoorClassifier(TCN(2, 4, channels=8, levels=2, dropout=0.3), torch.optim.Adam)
+    with torch.no_grad():
+        for conv in (model.encoder.blocks[0].conv1, model.encoder.blocks[0].downsample):
+            conv.weight[:, 0] *= 8.0  # channel 0 (column 0 of the flat row) matters
+    return model, lambda x: x.reshape(len(x), 4, 2)  # 4 hours x 2 channels
+
+
+@pytest.mark.parametrize("build", [_mlp_with_a_trigger_column, _tcn_with_a_trigger_channel])
+def test_strip_blending_the_first_affine_maps_outputs_gives_the_input_blends_scores(build):
+    # (A a + b + A c + b) / 2 = A (a + c) / 2 + b for the MLP's first Linear and for the TCN's
+    # first convolution and residual path: blending their outputs must give the entropies of
+    # blending the inputs, up to float rounding, with the same pool draws
+    inputs, truth = strip_inputs(separable=True)
+    torch.manual_seed(0)
+    model, shape = build()
+    model.eval()
+    with torch.no_grad():
+        model.head.weight *= 20.0  # confident predictions: entropies that differ between rows
+    inputs.x, inputs.pool_x = shape(inputs.x), shape(inputs.pool_x)
 
     def predict(x, cat):
         with torch.no_grad():
             return torch.sigmoid(model(x, cat))
 
     first, rest = model.linear_stem()
-    x = torch.randn(4, 8)
+    x = inputs.x[:4]
     with torch.no_grad():
         torch.testing.assert_close(rest(first(x), None), model(x, None))
     inputs.predict = predict
@@ -239,15 +261,24 @@ def test_strip_blending_the_mlps_first_layer_outputs_gives_the_input_blends_scor
     stemmed = strip(inputs)
     assert direct.info["blended"] == "input"
     assert stemmed.info["blended"] == "first affine layer's output"
+    assert direct.scores.std() > 0.01  # entropies that differ, so the comparison does
     np.testing.assert_allclose(stemmed.scores, direct.scores, rtol=1e-5, atol=1e-6)
     assert (stemmed.flags == direct.flags).mean() > 0.999
     assert auroc(stemmed.scores, truth) == pytest.approx(auroc(direct.scores, truth), abs=1e-4)
     assert stemmed.info["entropy_threshold"] == pytest.approx(
         direct.info["entropy_threshold"], rel=1e-5
     )
+
+
+def test_only_encoders_with_a_narrower_affine_stem_offer_one():
     from src.models.lstm import LSTM
+    from src.models.module import BackdoorClassifier
+    from src.models.tcn import TCN
 
     assert BackdoorClassifier(LSTM(4, hidden=4), torch.optim.Adam).linear_stem() is None
+    # 8 input channels into 8: the residual is the input itself, and the stem twice as wide
+    same_width = TCN(8, 4, channels=8, levels=2)
+    assert BackdoorClassifier(same_width, torch.optim.Adam).linear_stem() is None
 
 
 def test_strip_without_a_model_says_what_is_missing():

@@ -55,11 +55,13 @@ class BackdoorClassifier(L.LightningModule):
         defines ``linear_stem``, as the MLP does): ``stem(x)`` is that map's output and
         ``rest(h, cat)`` the logits from it, so ``rest(stem(x), cat) == self(x, cat)``. An
         average of inputs maps to the average of their stem outputs, so STRIP blends there, at
-        a fraction of the cost. None for other encoders."""
+        a fraction of the cost. None for other encoders, and where the encoder's
+        ``linear_stem()`` answers None (a stem no narrower than the input saves nothing)."""
         split = getattr(self.encoder, "linear_stem", None)
-        if split is None:
+        pair = split() if split is not None else None
+        if pair is None:
             return None
-        first, rest = split()
+        first, rest = pair
         return first, lambda h, cat: self.head(rest(h, cat)).squeeze(-1)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):

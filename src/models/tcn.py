@@ -59,6 +59,20 @@ class TemporalBlock(nn.Module):
         res = x if self.downsample is None else self.downsample(x)
         return F.relu(out + res)
 
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``forward`` computes from x by affine maps alone: the first convolution before
+        its ReLU and the residual path, stacked on the channel axis."""
+        res = x if self.downsample is None else self.downsample(x)
+        return torch.cat([self.conv1(x), res], dim=1)
+
+    def from_stem(self, h: torch.Tensor) -> torch.Tensor:
+        """``forward`` from ``stem(x)``, in the same operations: ``from_stem(stem(x)) ==
+        forward(x)``."""
+        c = self.conv1.out_channels
+        out = self.drop(F.relu(h[:, :c]))
+        out = self.drop(F.relu(self.conv2(out)))
+        return F.relu(out + h[:, c:])
+
 
 class TCN(nn.Module):
     def __init__(
@@ -108,3 +122,17 @@ class TCN(nn.Module):
 
     def forward(self, x: torch.Tensor, cat: torch.Tensor | None = None) -> torch.Tensor:
         return self.blocks(x.transpose(1, 2))[:, :, -1]
+
+    def linear_stem(self):
+        """The first block's affine maps of the input (its first causal convolution and its
+        residual path), and the rest of the network from their output (see
+        ``BackdoorClassifier.linear_stem``). They read every input channel, so STRIP's blends
+        of their narrower output skip the widest convolutions."""
+        first, later = self.blocks[0], self.blocks[1:]
+        if first.downsample is None:  # the residual is x itself: the stem would be wider
+            return None
+
+        def rest(h: torch.Tensor, cat: torch.Tensor | None = None) -> torch.Tensor:
+            return later(first.from_stem(h))[:, :, -1]
+
+        return lambda x: first.stem(x.transpose(1, 2)), rest
