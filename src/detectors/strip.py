@@ -15,7 +15,8 @@ poison rate is assumed. Three variants (``variant``, recorded in info):
   grouped by the class the model predicts for them), each training row compared with the
   reference of its label's class.
 
-Where the model's first operation on its input is affine (the MLP's first Linear: ``W x + b``),
+Where the model's first operations on its input are affine (the MLP's first Linear: ``W x + b``;
+the TCN's first convolution and residual path),
 the blends are made of that map's outputs instead, since ``W (x_i + x_j) / 2 + b`` is the average
 of ``W x_i + b`` and ``W x_j + b``: the same blends up to float rounding, without passing each
 blend through the widest layer (``inputs.linear_stem``).
