@@ -103,6 +103,69 @@ def test_clp_prunes_exactly_the_channel_with_the_outlying_lipschitz_bound():
     assert not hasattr(model.encoder.fc1, "defense_mask")  # the fitted model is untouched
 
 
+@pytest.mark.parametrize(
+    "layer, x, channel_of",
+    [
+        (nn.Linear(6, 5), torch.randn(3, 6), lambda h, k: h[:, k]),
+        (nn.Linear(6, 5), torch.randn(3, 5, 6), lambda h, k: h[..., k]),  # tokens x features
+        (nn.Conv1d(6, 5, 1), torch.randn(3, 6, 5), lambda h, k: h[:, k, :]),  # channels x time
+    ],
+    ids=["linear", "linear-over-tokens", "conv1d"],
+)
+def test_a_channel_mask_zeroes_that_channel_whatever_the_layout(layer, x, channel_of):
+    # 5 output channels against 5 tokens or hours: a mask on the wrong axis would broadcast
+    # silently, so the test checks which values it zeroes
+    from src.defenses.repair import _masked
+
+    with torch.no_grad():
+        full = layer(x)
+        _masked(layer, 5)[2] = 0.0
+        h = layer(x)
+    assert (channel_of(h, 2) == 0).all()
+    for k in (0, 1, 3, 4):
+        assert torch.equal(channel_of(h, k), channel_of(full, k))
+
+
+@pytest.mark.parametrize("name", sorted(REPAIRS))
+@pytest.mark.parametrize("model", ["mlp", "lstm", "tcn", "tab_transformer"])
+def test_every_repair_runs_on_every_model_or_says_why_not(name, model):
+    """A few steps of each repair on each encoder over a tiny clean set: a repaired model of
+    the same shape and finite logits, or NotApplicable naming what applies."""
+    from src.data.datamodule import Tensors
+    from src.models.lstm import LSTM
+    from src.models.mlp import MLP
+    from src.models.tab_transformer import TabTransformer
+    from src.models.tcn import TCN
+
+    torch.manual_seed(0)
+    sequence = model in ("lstm", "tcn")
+    encoder = {
+        "mlp": lambda: MLP(6, hidden=[8, 4]),
+        "lstm": lambda: LSTM(in_features=6, hidden=8),
+        "tcn": lambda: TCN(6, 4, channels=8, levels=2),
+        "tab_transformer": lambda: TabTransformer(6, [3, 4, 2, 5], dim=8, heads=2),
+    }[model]()
+    x = torch.randn(64, 4, 6) if sequence else torch.randn(64, 6)
+    cat = torch.stack([torch.randint(0, c, (64,)) for c in (3, 4, 2, 5)], dim=1)
+    clean = Tensors(x, cat, (torch.rand(64) < 0.3).float())
+    fast = {
+        "fine_tuning": {"epochs": 1},
+        "fine_pruning": {"epochs": 1},
+        "nad": {"epochs": 1},
+        "anp": {"iterations": 3},
+        "ibau": {"rounds": 1},
+    }.get(name, {})
+    try:
+        repaired, info = REPAIRS[name](classifier(encoder), clean, seed=0, **fast)
+    except NotApplicable as e:
+        assert name == "clp" and model == "lstm", f"{name} refused {model}: {e}"
+        return
+    with torch.no_grad():
+        out = repaired.eval()(x, cat)
+    assert out.shape == (64,) and torch.isfinite(out).all()
+    assert isinstance(info, dict)
+
+
 def test_clp_refuses_an_lstm_and_says_what_applies():
     from src.models.lstm import LSTM
 

@@ -84,9 +84,16 @@ def _clean_auroc(model, data) -> float:
     return float(rank_auroc(p, data.y.numpy()))
 
 
+def per_channel(module: nn.Module, mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` (one entry per output channel) shaped to multiply ``module``'s output: a
+    Conv1d's channels are axis 1 of ``[B, C, T]``; a Linear's are the last axis, also over
+    tokens (``[B, T, C]``, as in a transformer's feed-forward layers), where the mask as it is
+    broadcasts."""
+    return mask.view(1, -1, 1) if isinstance(module, nn.Conv1d) else mask
+
+
 def _mask_hook(module, inputs, output):
-    mask = module.defense_mask
-    return output * (mask.view(1, -1, 1) if output.dim() == 3 else mask)
+    return output * per_channel(module, module.defense_mask)
 
 
 def _masked(module: nn.Module, n: int) -> torch.Tensor:
@@ -234,7 +241,7 @@ def anp(
 
     def hook(module, inputs, output):
         mm = module.anp_mask + (module.anp_noise if state["noise"] else 0.0)
-        return output * (mm.view(1, -1, 1) if output.dim() == 3 else mm)
+        return output * per_channel(module, mm)
 
     handles = []
     for layer in layers:
