@@ -2,9 +2,11 @@
 
 glibc serves blocks above a dynamic threshold (from 128 KiB) with mmap and gives them back at
 free; a training step's activations and gradients (a few hundred KiB to a few MiB) are then
-fresh pages every step, each faulted in by the kernel, and that system time was a third of an
-LSTM job's CPU. ``MALLOC_SETTINGS`` keeps such blocks in the heap for reuse. It changes where
-memory comes from, not the arithmetic: the numbers are the same (tests/test_allocator.py).
+fresh pages every step, each faulted in by the kernel (measured in
+docs/findings/issue20_scale/README.md). ``MALLOC_SETTINGS`` keeps such blocks in the heap for
+reuse. It changes where
+memory comes from, not the arithmetic: the numbers are the same (the determinism test in
+tests/test_cli.py runs one side with glibc's defaults).
 """
 
 from __future__ import annotations

@@ -163,7 +163,8 @@ def bootstrap_auroc_interval(
     n = len(p)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
-    # counts[b, k]: how often distinct score k was drawn for a positive (neg) row in resample b
+    # pos[b, k] (neg[b, k]): how often resample b drew a positive (negative) row with the k-th
+    # smallest distinct score
     value_of_row = np.unique(p, return_inverse=True)[1].ravel()
     n_values = int(value_of_row.max()) + 1
     cell = value_of_row[idx] + (np.arange(n_boot) * n_values)[:, None]

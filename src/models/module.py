@@ -52,7 +52,7 @@ class BackdoorClassifier(L.LightningModule):
 
     def linear_stem(self):
         """``(stem, rest)`` when the encoder's first operation on ``x`` is one affine map (it
-        defines ``linear_stem``, as the MLP does): ``stem(x)`` is that map's output and
+        defines ``linear_stem``, as the MLP and the TCN do): ``stem(x)`` is that map's output and
         ``rest(h, cat)`` the logits from it, so ``rest(stem(x), cat) == self(x, cat)``. An
         average of inputs maps to the average of their stem outputs, so STRIP blends there, at
         a fraction of the cost. None for other encoders, and where the encoder's
