@@ -26,7 +26,7 @@ ALLOCATOR_ENV = "ICU_BACKDOOR_MALLOC"  # "default" leaves glibc's own settings
 def keep_freed_memory() -> dict | None:
     """Apply ``MALLOC_SETTINGS`` with ``mallopt`` once per process and return them, or None where
     the C library is not glibc or ``ICU_BACKDOOR_MALLOC=default`` is set. results.json records
-    the answer (``environment.malloc``)."""
+    the answer (``environment.malloc``, through ``applied``)."""
     import ctypes
     import platform
 
@@ -42,3 +42,9 @@ def keep_freed_memory() -> dict | None:
             log.warning("mallopt(%s, %d) was refused; glibc's default stays", name, value)
             return None
     return dict(MALLOC_SETTINGS)
+
+
+def applied() -> dict | None:
+    """What ``keep_freed_memory`` set in this process, without setting anything: None before it
+    ran (a config check, a failure record) or where it set nothing."""
+    return keep_freed_memory() if keep_freed_memory.cache_info().currsize else None

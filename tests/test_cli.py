@@ -1,6 +1,7 @@
 """The real command line, as a user runs it (subprocess), on a tiny synthetic cohort."""
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -102,6 +103,27 @@ def test_same_seed_gives_identical_metrics(cache, tmp_path, monkeypatch):
     assert a["environment"]["malloc"] is None
     if platform.libc_ver()[0] == "glibc":
         assert b["environment"]["malloc"] == {"M_MMAP_THRESHOLD": 2**25, "M_TRIM_THRESHOLD": 2**30}
+
+
+def test_reporting_the_malloc_settings_does_not_set_them():
+    # a fresh process: a config check or a failure record reports None; a run reports its own
+    code = (
+        "from src.allocator import applied, keep_freed_memory\n"
+        "assert applied() is None\n"
+        "s = keep_freed_memory()\n"
+        "assert applied() == s\n"
+        "print(s is not None)"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "ICU_BACKDOOR_MALLOC"},
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == str(platform.libc_ver()[0] == "glibc")
 
 
 def without_timings(o):
