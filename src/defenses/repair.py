@@ -84,7 +84,7 @@ def _clean_auroc(model, data) -> float:
     return float(rank_auroc(p, data.y.numpy()))
 
 
-def per_channel(module: nn.Module, mask: torch.Tensor) -> torch.Tensor:
+def _per_channel(module: nn.Module, mask: torch.Tensor) -> torch.Tensor:
     """``mask`` (one entry per output channel) shaped to multiply ``module``'s output: a
     Conv1d's channels are axis 1 of ``[B, C, T]``; a Linear's are the last axis, also over
     tokens (``[B, T, C]``, as in a transformer's feed-forward layers), where the mask as it is
@@ -93,7 +93,7 @@ def per_channel(module: nn.Module, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _mask_hook(module, inputs, output):
-    return output * per_channel(module, module.defense_mask)
+    return output * _per_channel(module, module.defense_mask)
 
 
 def _masked(module: nn.Module, n: int) -> torch.Tensor:
@@ -241,7 +241,7 @@ def anp(
 
     def hook(module, inputs, output):
         mm = module.anp_mask + (module.anp_noise if state["noise"] else 0.0)
-        return output * per_channel(module, mm)
+        return output * _per_channel(module, mm)
 
     handles = []
     for layer in layers:
